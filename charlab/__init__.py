@@ -1,0 +1,31 @@
+"""charlab: the PyTorch core of the handwritten-character lab. Never imports streamlit.
+
+The public API is imported lazily (PEP 562), so `import charlab` stays cheap for the
+app's cold start and for CLI commands that never touch torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "DataConfig": "charlab.config", "AugmentConfig": "charlab.config", "ModelConfig": "charlab.config",
+    "TrainConfig": "charlab.config", "to_dict": "charlab.config", "from_dict": "charlab.config",
+    "CharlabError": "charlab.errors", "DataError": "charlab.errors", "CheckpointError": "charlab.errors",
+    "RunError": "charlab.errors", "UnknownNameError": "charlab.errors",
+    "CharDataset": "charlab.data.dataset",
+    "Checkpoint": "charlab.checkpoint", "save_checkpoint": "charlab.checkpoint", "load_checkpoint": "charlab.checkpoint",
+}
+
+
+def __getattr__(name: str):
+    mod = _API.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'charlab' has no attribute {name!r}")
+    return getattr(importlib.import_module(mod), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_API))

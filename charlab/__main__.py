@@ -1,0 +1,43 @@
+"""`python -m charlab …`: data info, train, runs, eval, predict, suspects, sweep, bench."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import cli
+from .errors import CharlabError
+
+# Order of the subcommands in --help; discovered modules not listed here come after.
+_ORDER = ["data", "train", "runs", "eval", "predict", "suspects", "sweep", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m charlab", description="charlab: handwritten character recognition lab")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    names = [m.name for m in pkgutil.iter_modules(cli.__path__) if not m.name.startswith("_")]
+    names.sort(key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+    for name in names:
+        importlib.import_module(f"{cli.__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CharlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

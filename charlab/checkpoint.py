@@ -1,0 +1,107 @@
+"""Checkpoints that rebuild their model alone (nanoGPT style).
+
+A checkpoint is a plain dict saved with torch.save and read with `weights_only=True`:
+  model         state_dict
+  config        TrainConfig as a dict (data preprocessing, augmentation, model name + kwargs)
+  classes       class names, index order
+  input_shape   [H, W] the model was trained on
+  epoch         epochs completed
+  metrics       the metrics row of that epoch
+  optimizer, scheduler, rng, early_stopping   (optional) what `resume` needs
+  charlab_version
+Writes are atomic (temp file, fsync, os.replace), so a run killed mid-save leaves the
+previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, from_dict, to_dict
+from .errors import CheckpointError, UnknownNameError
+from .io import atomic_write_bytes
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module  # in eval mode, on CPU unless map_location said otherwise
+    config: TrainConfig
+    classes: list[str]
+    input_shape: tuple[int, int]
+    epoch: int = 0
+    metrics: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)  # the raw dict, for resume (optimizer, scheduler, rng…)
+    path: Optional[str] = None
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConfig, classes: list[str],
+                    input_shape: tuple[int, int], *, epoch: int = 0, metrics: dict | None = None,
+                    **extra: Any) -> None:
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": to_dict(config),
+        "classes": list(classes),
+        "input_shape": [int(input_shape[0]), int(input_shape[1])],
+        "epoch": int(epoch),
+        "metrics": dict(metrics or {}),
+        **extra,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The raw dict, with every failure turned into a CheckpointError that names the file."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder, not a checkpoint file (did you mean a run directory?)")
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and EOF errors all mean the same thing to a user
+        raise CheckpointError(f"{p} is not a readable charlab checkpoint (corrupt or truncated?): {e}") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state or "classes" not in state:
+        raise CheckpointError(f"{p} is a torch file but not a charlab checkpoint (no model/config/classes)")
+    return state
+
+
+def build_model_from_config(config: TrainConfig, num_classes: int, input_shape: tuple[int, int]) -> nn.Module:
+    from .models import create_model
+
+    try:
+        return create_model(config.model.name, num_classes=num_classes, in_chans=1,
+                            image_size=tuple(input_shape), **dict(config.model.kwargs))
+    except UnknownNameError as e:
+        raise CheckpointError(f"checkpoint needs a model this charlab does not have: {e}") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    state = read_checkpoint_dict(path, map_location)
+    config = from_dict(TrainConfig, state["config"])
+    classes = list(state["classes"])
+    input_shape = tuple(state.get("input_shape") or (config.data.image_size, config.data.image_size))
+    model = build_model_from_config(config, len(classes), input_shape)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(
+            f"{path} does not fit model {config.model.name!r} with {len(classes)} classes "
+            f"(a checkpoint of another architecture?): {first[1].strip() if len(first) > 1 else first[0]}"
+        ) from None
+    model.to(map_location).eval()
+    return Checkpoint(model=model, config=config, classes=classes, input_shape=input_shape,
+                      epoch=int(state.get("epoch", 0)), metrics=dict(state.get("metrics", {})),
+                      state=state, path=str(path))

@@ -1,0 +1,153 @@
+"""Typed configs. Every choice is a plain value or a registry key, so a config is
+JSON-serializable, stored inside every run and checkpoint, and rebuilds the model alone.
+
+`to_dict` / `from_dict` round-trip; `from_dict` ignores unknown keys (older or newer
+checkpoints still load) and `validate` explains bad values in words.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from .errors import CharlabError
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # source string: synthetic[:opts], a folder/zip/csv path, mnist:DIR, emnist:DIR[:split], digitsum:...
+    test_source: Optional[str] = None  # explicit test source; None = the source's own test split if it has one
+    image_size: int = 28  # S: images are S×S (28 like MNIST; 32 and 64 selectable)
+    grayscale: bool = True  # convert colour to luminance before anything else
+    invert: str = "auto"  # auto: detect dark-on-light and invert to MNIST's white-on-black; "yes"/"no" force it
+    crop: bool = True  # crop to the ink's bounding box before padding
+    margin: float = 0.15  # padding around the ink, as a fraction of the padded square's side
+    threshold: Optional[float] = None  # binarise at this level in [0, 1]; None keeps grey levels
+    val_fraction: float = 0.15  # stratified validation share of the training data
+    seed: int = 0  # seed of the split (and of generated sources)
+
+    def validate(self) -> None:
+        if self.image_size not in (28, 32, 64) and not (8 <= self.image_size <= 128):
+            raise CharlabError(f"image_size must be between 8 and 128 (28, 32 or 64 usual), got {self.image_size}")
+        if self.invert not in ("auto", "yes", "no"):
+            raise CharlabError(f"invert must be auto, yes or no, got {self.invert!r}")
+        if not 0 <= self.margin < 0.5:
+            raise CharlabError(f"margin must be in [0, 0.5), got {self.margin}")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise CharlabError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not 0 <= self.val_fraction < 1:
+            raise CharlabError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class AugmentConfig:
+    """Batched augmentation: each op has a strength and a probability (see charlab.augment).
+
+    Ranges are (low, high) pairs sampled uniformly per image; a zero range or p=0 disables the op.
+    """
+
+    preset: str = "none"  # the preset these values came from ("custom" once edited); informational
+    rotate: tuple = (0.0, 0.0)  # degrees, e.g. (-15, 25) as in the 36-class report
+    rotate_p: float = 0.0  # probability of rotating an image
+    shear_x: tuple = (0.0, 0.0)  # horizontal shear factor range, e.g. (-0.3, 0.3)
+    shear_y: tuple = (0.0, 0.0)  # vertical shear factor range
+    shear_p: float = 0.0  # probability of shearing
+    scale: tuple = (1.0, 1.0)  # zoom factor range, e.g. (0.8, 1.2)
+    scale_p: float = 0.0  # probability of zooming
+    shift: float = 0.0  # max translation as a fraction of the side, e.g. 0.1
+    shift_p: float = 0.0  # probability of shifting
+    perspective: float = 0.0  # corner displacement as a fraction of the side
+    perspective_p: float = 0.0  # probability of a perspective warp
+    elastic_alpha: float = 0.0  # elastic displacement magnitude in pixels (Simard et al. 2003)
+    elastic_sigma: float = 4.0  # smoothness of the elastic field in pixels
+    elastic_p: float = 0.0  # probability of an elastic distortion
+    stroke: tuple = (0.0, 0.0)  # stroke width change in pixels: <0 thins, >0 thickens
+    stroke_p: float = 0.0  # probability of changing the stroke width
+    blur_sigma: tuple = (0.0, 0.0)  # Gaussian blur sigma range in pixels
+    blur_p: float = 0.0  # probability of blurring
+    noise_std: float = 0.0  # Gaussian pixel noise std on the [0, 1] scale
+    noise_p: float = 0.0  # probability of adding noise
+    erase_frac: tuple = (0.0, 0.0)  # random-erasing rectangle area as a fraction of the image
+    erase_p: float = 0.0  # probability of erasing a rectangle
+
+    def is_identity(self) -> bool:
+        probs = [getattr(self, f.name) for f in fields(self) if f.name.endswith("_p")]
+        return all(p == 0 for p in probs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "kaggle_cnn"  # key in the model registry (charlab.models.list_models())
+    kwargs: dict = field(default_factory=dict)  # extra builder options, e.g. {"activation": "mish", "temperature": 5}
+    pretrained: Optional[str] = None  # path to a local ImageNet weights file; never fetched from the network
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)  # where the images come from and how they are preprocessed
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # batch augmentation applied before each forward pass
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture and its options
+    epochs: int = 30  # maximum epochs; early stopping may end sooner
+    batch_size: int = 128  # images per optimisation step
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    lr: float = 3e-3  # peak learning rate
+    weight_decay: float = 5e-4  # decoupled for AdamW, L2 for Adam/SGD
+    momentum: float = 0.9  # SGD only
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    label_smoothing: float = 0.1  # cross-entropy label smoothing
+    balance: str = "none"  # none | oversample | sampler | loss (see charlab.augment balancing)
+    balance_target: Optional[int] = None  # oversample target per class; None = the median class count
+    balance_weights: str = "inverse"  # loss balancing weights: inverse | effective (Cui et al. 2019)
+    monitor: str = "val_acc"  # metric early stopping and best.pt follow (validation split only)
+    mode: str = "max"  # max | min for the monitored metric
+    patience: int = 10  # epochs without improvement before stopping; 0 disables early stopping
+    min_delta: float = 0.0  # smallest change that counts as an improvement
+    seed: int = 0  # seeds weights, batch order and augmentation
+    init_from: Optional[str] = None  # checkpoint to start from; its head is replaced when classes differ
+    freeze_body: bool = False  # with init_from: train only the new head
+    max_minutes: Optional[float] = None  # wall-clock budget; training stops cleanly after the epoch that crosses it
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0  # DataLoader workers; batches are tensor slices, so 0 is fastest here
+
+    def validate(self) -> None:
+        self.data.validate()
+        if self.epochs < 1:
+            raise CharlabError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise CharlabError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise CharlabError(f"lr must be positive, got {self.lr}")
+        for name, allowed in (("optimizer", ("adamw", "adam", "sgd")), ("schedule", ("onecycle", "cosine", "constant")),
+                              ("balance", ("none", "oversample", "sampler", "loss")), ("mode", ("max", "min")),
+                              ("balance_weights", ("inverse", "effective"))):
+            if getattr(self, name) not in allowed:
+                raise CharlabError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+
+def to_dict(cfg: Any) -> dict:
+    """Dataclass -> plain JSON-able dict (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, d: dict | None) -> Any:
+    """Rebuild a (nested) config dataclass; unknown keys are ignored so old checkpoints still load."""
+    d = dict(d or {})
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        sub = _DATACLASS_FIELDS.get((cls, f.name))
+        if sub is not None:
+            v = from_dict(sub, v)
+        elif isinstance(v, list) and isinstance(f.default, tuple):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+_DATACLASS_FIELDS = {
+    (TrainConfig, "data"): DataConfig,
+    (TrainConfig, "augment"): AugmentConfig,
+    (TrainConfig, "model"): ModelConfig,
+}

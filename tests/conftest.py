@@ -1,0 +1,30 @@
+"""Shared fixtures. Real handwriting lives in ../shared/data (never copied into the repo);
+tests that need it skip with a reason where it is absent (a user's machine), and CI has it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CHARLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+CHARS74K = SHARED_DATA / "chars74k_hnd"
+
+
+@pytest.fixture(scope="session")
+def chars74k_dir() -> Path:
+    """Folder with trainPart1.zip and testPart1.zip (Chars74K EnglishHnd)."""
+    if not (CHARS74K / "trainPart1.zip").exists():
+        pytest.skip(f"real Chars74K data not found at {CHARS74K} (set CHARLAB_SHARED_DATA)")
+    return CHARS74K
+
+
+@pytest.fixture(scope="session")
+def chars74k_train_zip(chars74k_dir: Path) -> Path:
+    return chars74k_dir / "trainPart1.zip"
+
+
+@pytest.fixture(scope="session")
+def chars74k_test_zip(chars74k_dir: Path) -> Path:
+    return chars74k_dir / "testPart1.zip"
