@@ -108,6 +108,8 @@ class TrainConfig:
     max_minutes: Optional[float] = None  # wall-clock budget; training stops cleanly after the epoch that crosses it
     device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0  # DataLoader workers; batches are tensor slices, so 0 is fastest here
+    limit_batches: int = 0  # debug: train on at most this many batches per epoch (0 = all)
+    overfit_batch: bool = False  # debug (Karpathy's "overfit one batch"): the same first batch every epoch, unshuffled, unaugmented
 
     def validate(self) -> None:
         self.data.validate()
@@ -117,6 +119,14 @@ class TrainConfig:
             raise CharlabError(f"batch_size must be at least 1, got {self.batch_size}")
         if not self.lr > 0:
             raise CharlabError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise CharlabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.patience < 0 or self.limit_batches < 0:
+            raise CharlabError("patience and limit_batches must not be negative")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise CharlabError(f"max_minutes must be positive (or None for no limit), got {self.max_minutes}")
+        if self.freeze_body and not self.init_from:
+            raise CharlabError("freeze_body needs init_from: a freshly initialised body is not worth freezing")
         for name, allowed in (("optimizer", ("adamw", "adam", "sgd")), ("schedule", ("onecycle", "cosine", "constant")),
                               ("balance", ("none", "oversample", "sampler", "loss")), ("mode", ("max", "min")),
                               ("balance_weights", ("inverse", "effective"))):
