@@ -1,0 +1,88 @@
+"""Dataset page: class balance, samples per class, split sizes and skipped files of the sidebar's source."""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from charlab.errors import CharlabError
+
+st.title("📊 Dataset")
+src = ui.source()
+if not src:
+    st.info("Choose a data source in the sidebar: the built-in synthetic handwriting, a folder or zip "
+            "with one subfolder per class, an MNIST/EMNIST folder, a CSV, or an uploaded zip.")
+    st.stop()
+st.caption(f"Source: `{src}`")
+
+try:
+    classes, counts, skipped = ui.source_counts(src)
+    from charlab.data import class_stats
+
+    stats = class_stats(counts, classes)
+except CharlabError as e:
+    ui.error(e)
+    st.stop()
+
+table = stats.table
+c = st.columns(5)
+c[0].metric("Classes", len(classes))
+c[1].metric("Images", f"{stats.n_images:,}")
+c[2].metric("Imbalance ratio", f"{stats.imbalance_ratio:.1f}×" if np.isfinite(stats.imbalance_ratio) else "∞",
+            help="Largest class count divided by the smallest.")
+c[3].metric("Median per class", f"{float(np.median(counts)):g}")
+c[4].metric("Skipped files", len(skipped), help="Files that could not be used; see the list below.")
+
+small = table.sort_values("count").head(5)
+st.caption("Smallest classes: " + ", ".join(f"**{r['class']}** ({r['count']})" for _, r in small.iterrows()))
+
+# ---- counts chart, coloured by how far each class is below the median
+order = st.segmented_control("Sort by", ["count", "name"], default="count", required=True, key="ds_sort",
+                             persist_state="session")
+shown = table.sort_values(["count", "class"], ascending=[False, True]) if order == "count" else table
+median = float(np.median(counts))
+below = np.clip((median - shown["count"].to_numpy()) / median, 0, 1) if median > 0 else np.zeros(len(shown))
+fig = go.Figure(go.Bar(
+    x=shown["class"].astype(str), y=shown["count"],
+    marker=dict(color=below, colorscale=[[0, "#4C78A8"], [0.35, "#F2B701"], [1, "#E45756"]], cmin=0, cmax=1,
+                colorbar=dict(title="below<br>median", tickformat=".0%", thickness=12)),
+    customdata=np.stack([below, shown["share"]], axis=1),
+    hovertemplate="class %{x}: %{y} images<br>%{customdata[1]:.1%} of the data"
+                  "<br>%{customdata[0]:.0%} below the median<extra></extra>",
+))
+fig.add_hline(y=median, line_dash="dot", line_color="grey", annotation_text=f"median {median:g}",
+              annotation_position="top right")
+fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(type="category", title=None),
+                  yaxis=dict(title="images"), bargap=0.15)
+st.plotly_chart(fig, key="ds_counts")
+
+# ---- samples of one class | splits and skipped files
+left, right = st.columns([3, 2], gap="large")
+splits = ui.splits_or_stop()
+with left:
+    st.subheader("Samples")
+    train = splits.train
+    names = list(train.classes)
+    per_class = np.bincount(train.labels.numpy(), minlength=len(names))
+    default = int(np.argmin(np.where(per_class > 0, per_class, per_class.max() + 1))) if len(names) else 0
+    cls = st.selectbox("Class", range(len(names)), index=default, key="ds_class",
+                       format_func=lambda i: f"{names[i]}  ({per_class[i]} training images)")
+    idx = np.flatnonzero(train.labels.numpy() == cls)[:48]
+    if len(idx):
+        ui.show_grid(train.images[idx].numpy(), ncols=12, px=56,
+                     caption=f"{len(idx)} of {per_class[cls]} training images of class {names[cls]!r}, as the model sees them")
+    else:
+        st.info(f"No training images of class {names[cls]!r}.")
+with right:
+    st.subheader("Splits")
+    s = st.columns(3)
+    s[0].metric("Train", f"{len(splits.train):,}")
+    s[1].metric("Validation", f"{len(splits.val):,}")
+    s[2].metric("Test", f"{len(splits.test):,}" if splits.test is not None else "—")
+    for note in splits.notes or []:
+        st.caption(note)
+    st.subheader("Skipped files")
+    if skipped:
+        st.dataframe([{"file": d.get("path", ""), "reason": d.get("reason", "")} for d in skipped],
+                     hide_index=True, height=min(35 * len(skipped) + 38, 300))
+    else:
+        st.caption("None: every file was used.")

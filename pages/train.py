@@ -1,0 +1,108 @@
+"""Train page: a form for one training run; Launch starts it in the background (its own OS
+process, so it survives page reloads) or queues it behind the run in progress."""
+import streamlit as st
+
+import ui
+from charlab.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig, from_dict
+from charlab.errors import CharlabError
+
+st.title("🚀 Train")
+src = ui.source()
+if not src:
+    st.info("Choose a data source in the sidebar first.")
+    st.stop()
+st.caption(f"Trains on the sidebar's source: `{src}` (its own test split, when it has one, is only "
+           "evaluated at the end; early stopping and the best checkpoint follow the validation split).")
+
+from charlab.augment import get_preset, list_presets  # noqa: E402
+from charlab.balance import BALANCE_STRATEGIES  # noqa: E402
+from charlab.models import list_models, model_info  # noqa: E402
+from charlab.runs import launch, list_runs  # noqa: E402
+
+CUSTOM = "custom (from the Augmentation page)"
+defaults = TrainConfig()
+models = list_models()
+presets = list_presets() + ([CUSTOM] if st.session_state.get("aug_custom") else [])
+inits = [None] + [ref for ref, _ in ui.model_choices()]
+init_labels = dict(ui.model_choices())
+
+with st.form("train_form", border=True):
+    c1, c2, c3 = st.columns(3, gap="large")
+    with c1:
+        st.markdown("**Model**")
+        model = st.selectbox("Architecture", models, index=models.index(defaults.model.name)
+                             if defaults.model.name in models else 0, key="tr_model")
+        image_size = st.segmented_control("Image size", ui.IMAGE_SIZES, default=st.session_state.get("image_size", 28),
+                                          required=True, format_func=lambda s: f"{s}×{s}", key="tr_size")
+        init_from = st.selectbox("Start from (fine-tune)", inits, key="tr_init",
+                                 format_func=lambda r: "scratch (random weights)" if r is None else init_labels.get(r, r),
+                                 help="Trained weights to start from; the head is replaced when the classes differ.")
+    with c2:
+        st.markdown("**Schedule**")
+        epochs = st.number_input("Epochs (at most)", 1, 500, 15, key="tr_epochs")
+        batch_size = st.selectbox("Batch size", [32, 64, 128, 256, 512], index=2, key="tr_batch")
+        lr = st.number_input("Learning rate", 1e-5, 1.0, defaults.lr, format="%.4f", step=1e-4, key="tr_lr")
+        patience = st.number_input("Early-stopping patience (epochs, 0 = off)", 0, 100, 5, key="tr_patience")
+    with c3:
+        st.markdown("**Data**")
+        aug = st.selectbox("Augmentation", presets, index=presets.index("light") if "light" in presets else 0,
+                           key="tr_aug", help="Preview each preset on the Augmentation page.")
+        balance = st.selectbox("Class balancing", list(BALANCE_STRATEGIES), key="tr_balance")
+        target = st.number_input("Oversample target per class (0 = median)", 0, 100_000, 0, key="tr_target",
+                                 help="Only used by the oversample strategy.")
+        seed = st.number_input("Seed", 0, 10**9, 0, key="tr_seed")
+    with st.expander("More options"):
+        a1, a2, a3, a4 = st.columns(4)
+        optimizer = a1.selectbox("Optimizer", ["adamw", "adam", "sgd"], key="tr_opt")
+        schedule = a2.selectbox("LR schedule", ["onecycle", "cosine", "constant"], key="tr_sched")
+        smoothing = a3.number_input("Label smoothing", 0.0, 0.5, defaults.label_smoothing, 0.05, key="tr_smooth")
+        max_minutes = a4.number_input("Time budget (minutes, 0 = none)", 0.0, 1440.0, 0.0, 1.0, key="tr_minutes")
+    submitted = st.form_submit_button("🚀 Launch", type="primary")
+
+try:
+    info = model_info(model)
+    st.caption(f"**{model}**: {info.get('description', '')} — {info.get('params', 0):,} parameters"
+               if isinstance(info, dict) else f"**{model}**: {info}")
+except CharlabError:
+    pass
+
+if submitted:
+    augment = from_dict(AugmentConfig, st.session_state["aug_custom"]) if aug == CUSTOM else get_preset(aug)
+    config = TrainConfig(
+        data=DataConfig(source=src, image_size=int(image_size)),
+        augment=augment,
+        model=ModelConfig(name=model),
+        epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), patience=int(patience),
+        optimizer=optimizer, schedule=schedule, label_smoothing=float(smoothing),
+        balance=balance, balance_target=int(target) or None, seed=int(seed),
+        init_from=init_from, max_minutes=float(max_minutes) or None,
+    )
+    try:
+        config.validate()
+        run = launch(config, root=ui.runs_root())
+        st.session_state["tr_last"] = (run.id, run.state, run.queue_position)
+    except CharlabError as e:
+        ui.error(e)
+
+last = st.session_state.get("tr_last")
+if last:
+    run_id, state, place = last
+    if state == "queued":
+        st.success(f"Run **{run_id}** is queued (place {place} in the queue); it starts by itself when the "
+                   "runs ahead of it finish.", icon="⏳")
+    else:
+        st.success(f"Run **{run_id}** started in the background.", icon="🚀")
+    st.page_link("pages/runs.py", label="Watch it learn on the Runs page", icon="📈")
+
+st.subheader("Queue")
+try:
+    active = [r for r in list_runs(ui.runs_root()) if r.state in ("running", "queued")]
+except CharlabError as e:
+    active = []
+    ui.error(e)
+if active:
+    st.dataframe([{"run": r.id, "state": r.state, "place": r.queue_position if r.state == "queued" else "",
+                   "epoch": f"{r.epoch}/{r.epochs}", "model": r.model, "source": r.source} for r in active],
+                 hide_index=True)
+else:
+    st.caption("Nothing is training now.")

@@ -1,0 +1,366 @@
+"""What every page of the app shares: the sidebar, the session's settings, cached loaders
+and a few renderers (crisp image grids, error boxes).
+
+No machine learning happens here: widgets -> charlab -> render. torch is imported only
+inside the loaders that need it, so the landing page starts without it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import streamlit as st
+
+from charlab.config import DataConfig, from_dict, to_dict
+from charlab.errors import CharlabError
+
+ROOT = Path(__file__).resolve().parent
+# Overridable so tests (and anyone running several labs) can point the app elsewhere.
+RUNS_ROOT = Path(os.environ.get("CHARLAB_RUNS", ROOT / "runs"))
+CHECKPOINTS = Path(os.environ.get("CHARLAB_CHECKPOINTS", ROOT / "checkpoints"))
+USER_DATA = Path(os.environ.get("CHARLAB_USER_DATA", ROOT / "user_data"))
+UPLOADS = USER_DATA / "uploads"
+DRAWINGS = USER_DATA / "drawings"
+
+IMAGE_SIZES = (28, 32, 64)
+SOURCE_KINDS = {
+    "synthetic": "Synthetic handwriting (built in)",
+    "path": "Folder or zip (class per subfolder)",
+    "mnist": "MNIST / EMNIST folder",
+    "csv": "CSV (label, then 784 pixels)",
+    "upload": "Upload a zip",
+    "drawings": "My drawings",
+}
+SYNTH_CLASSES = {"62": "62 — digits, A–Z, a–z", "36": "36 — digits + A–Z", "digits": "10 — digits", "upper": "26 — A–Z"}
+SYNTH_PROFILES = {"balanced": "balanced", "longtail": "long tail (one class with a single image)"}
+EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")
+
+
+# ---------------------------------------------------------------- session settings
+
+def init_state() -> None:
+    """Defaults of the settings every page reads; set once per session."""
+    ss = st.session_state
+    ss.setdefault("runs_root", str(RUNS_ROOT))
+    ss.setdefault("drawings_dir", str(DRAWINGS))
+    ss.setdefault("source", "synthetic")
+    ss.setdefault("image_size", 28)
+    ss.setdefault("model_ref", None)
+
+
+def source() -> str:
+    return st.session_state.get("source") or ""
+
+
+def runs_root() -> str:
+    return st.session_state.get("runs_root", str(RUNS_ROOT))
+
+
+def data_config(image_size: Optional[int] = None, src: Optional[str] = None) -> DataConfig:
+    """The sidebar's data choice as the DataConfig every charlab call takes."""
+    return DataConfig(source=src if src is not None else source(),
+                      image_size=int(image_size or st.session_state.get("image_size", 28)))
+
+
+def cfg_key(cfg: DataConfig) -> str:
+    """A hashable, stable key for caching by data config."""
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+# ---------------------------------------------------------------- sidebar
+
+def sidebar() -> None:
+    """Data source, image size and active model; writes st.session_state[source|image_size|model_ref]."""
+    ss = st.session_state
+    with st.sidebar:
+        st.subheader("Data")
+        kinds = list(SOURCE_KINDS)
+        if not _has_drawings(ss["drawings_dir"]):
+            kinds.remove("drawings")
+        kind = st.selectbox("Source", kinds, format_func=SOURCE_KINDS.get, key="sb_kind")
+        ss["source"] = _source_widgets(kind)
+        ss["image_size"] = st.segmented_control("Image size", IMAGE_SIZES, default=28, key="sb_size",
+                                                required=True, format_func=lambda s: f"{s}×{s}")
+        st.subheader("Model")
+        choices = model_choices()
+        if choices:
+            refs = [ref for ref, _ in choices]
+            labels = dict(choices)
+            ss["model_ref"] = st.selectbox("Active model", refs, format_func=labels.get, key="sb_model",
+                                           help="Used by the Errors and Draw pages. Checkpoints in "
+                                                "checkpoints/ and the best weights of finished runs.")
+        else:
+            ss["model_ref"] = None
+            st.caption("No model yet: train one on the Train page.")
+
+
+def _source_widgets(kind: str) -> str:
+    if kind == "synthetic":
+        c1, c2 = st.columns(2)
+        classes = c1.selectbox("Classes", list(SYNTH_CLASSES), format_func=SYNTH_CLASSES.get, key="sb_syn_classes")
+        profile = c2.selectbox("Counts", list(SYNTH_PROFILES), format_func=SYNTH_PROFILES.get, key="sb_syn_profile")
+        opts = [f"classes={classes}"] if classes != "62" else []
+        opts += [f"profile={profile}"] if profile != "balanced" else []
+        return "synthetic" + (":" + ",".join(opts) if opts else "")
+    if kind == "path":
+        return st.text_input("Path to a folder or .zip", key="sb_path",
+                             placeholder="/data/chars74k_hnd/trainPart1.zip",
+                             help="One subfolder per class. A sibling test zip or test/ folder "
+                                  "becomes the test split.").strip()
+    if kind == "mnist":
+        path = st.text_input("Folder with the idx files", key="sb_mnist_dir", placeholder="/data/mnist").strip()
+        variant = st.selectbox("Dataset", ("mnist",) + tuple(f"emnist:{s}" for s in EMNIST_SPLITS), key="sb_mnist_kind")
+        if not path:
+            return ""
+        return f"mnist:{path}" if variant == "mnist" else f"emnist:{path}:{variant.split(':', 1)[1]}"
+    if kind == "csv":
+        return st.text_input("Path to a .csv", key="sb_csv", placeholder="/data/A_Z Handwritten Data.csv").strip()
+    if kind == "upload":
+        return _upload_widgets()
+    if kind == "drawings":
+        st.caption(f"Your saved drawings: `{st.session_state['drawings_dir']}`")
+        return st.session_state["drawings_dir"]
+    raise CharlabError(f"unknown source kind {kind!r}")
+
+
+def _upload_widgets() -> str:
+    from charlab.io import atomic_write_bytes
+
+    up = st.file_uploader("Zip with one folder per class", type=["zip"], key="sb_upload")
+    if up is not None:
+        target = UPLOADS / safe_name(up.name)
+        if not target.exists() or target.stat().st_size != up.size:
+            atomic_write_bytes(target, up.getvalue())
+        st.session_state["sb_uploaded"] = target.name
+    saved = sorted(p.name for p in UPLOADS.glob("*.zip")) if UPLOADS.is_dir() else []
+    if not saved:
+        return ""
+    name = st.selectbox("Uploaded zips", saved, key="sb_uploaded")
+    return str(UPLOADS / name)
+
+
+def safe_name(name: str) -> str:
+    """A file name without folders or odd characters (uploads come from anywhere)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "upload"
+    return stem if stem.lower().endswith(".zip") else stem + ".zip"
+
+
+def _has_drawings(folder: str) -> bool:
+    p = Path(folder)
+    return p.is_dir() and any(p.glob("*/*.png"))
+
+
+@st.cache_data(ttl=3, max_entries=4, show_spinner=False)
+def _model_choices(root: str, ckpt_dir: str) -> list[tuple[str, str]]:
+    from charlab.runs import list_runs
+
+    out = [(str(p), f"{p.stem} (checkpoints/)") for p in sorted(Path(ckpt_dir).glob("*.pt"))]
+    try:
+        runs = list_runs(root)
+    except CharlabError:
+        runs = []
+    for r in runs:
+        best = Path(r.run_dir) / "best.pt"
+        if r.state in ("done", "stopped") and best.exists():
+            acc = f" · val acc {r.best_val_acc:.1%}" if r.best_val_acc is not None else ""
+            out.append((str(best), f"run {r.id}{acc}"))
+    return out
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """(checkpoint path, label) for checkpoints/*.pt and finished runs' best.pt."""
+    return _model_choices(runs_root(), str(CHECKPOINTS))
+
+
+# ---------------------------------------------------------------- cached loaders
+
+class _Bar:
+    """A progress(done, total, msg) callback drawing an st.progress, throttled to whole percents
+    (inside a cached function every update is recorded for replay, so keep them few)."""
+
+    def __init__(self, text: str):
+        self.bar = st.progress(0.0, text=text)
+        self.last = -1
+
+    def __call__(self, done: int, total: int, msg: str = "") -> None:
+        pct = int(100 * done / total) if total else 0
+        if pct != self.last:
+            self.last = pct
+            self.bar.progress(min(pct, 100) / 100, text=msg or f"{pct}%")
+
+    def close(self) -> None:
+        self.bar.empty()
+
+
+@st.cache_data(max_entries=16, show_spinner="Counting images…")
+def source_counts(src: str) -> tuple[list[str], np.ndarray, list[dict]]:
+    from charlab.data import source_counts as _counts
+
+    classes, counts, skipped = _counts(src)
+    return list(classes), np.asarray(counts), list(skipped)
+
+
+# Datasets hold tensors of up to hundreds of MB: cache_resource hands out the same object
+# (no pickling per rerun). Callers must never modify it.
+@st.cache_resource(max_entries=3, show_spinner=False)
+def load_splits(key: str):
+    from charlab.data import load_splits as _load
+
+    cfg = from_dict(DataConfig, json.loads(key))
+    bar = _Bar(f"Loading {cfg.source}…")
+    try:
+        return _load(cfg, progress=bar)
+    finally:
+        bar.close()
+
+
+def splits_or_stop(cfg: Optional[DataConfig] = None):
+    """The splits of the sidebar's source, or a clear message and st.stop()."""
+    cfg = cfg or data_config()
+    if not cfg.source:
+        st.info("Choose a data source in the sidebar (enter a path or upload a zip).")
+        st.stop()
+    try:
+        return load_splits(cfg_key(cfg))
+    except CharlabError as e:
+        error(e)
+        st.stop()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def predictor(ref: str, mtime: float):
+    """A Predictor per checkpoint file; `mtime` makes a rewritten checkpoint load afresh."""
+    from charlab.predict import load_predictor
+
+    return load_predictor(ref)
+
+
+def predictor_for(ref: str):
+    return predictor(ref, _mtime(ref))
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+# ---------------------------------------------------------------- rendering
+
+def error(e: BaseException) -> None:
+    """A user-facing error in the page: the message, never a traceback."""
+    st.error(str(e) or type(e).__name__, icon="⚠️")
+
+
+def crisp(img: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscale (H×W or H×W×C): 28-px characters stay sharp, not blurred."""
+    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+
+
+def scale_for(side: int, target_px: int = 112) -> int:
+    return max(1, round(target_px / side))
+
+
+def grid(images: np.ndarray, ncols: int, pad: int = 2, gap_after: Optional[int] = None) -> np.ndarray:
+    """uint8 N×H×W -> one tiled H'×W' image with dark-grey gutters (ink is white on black, so a
+    black gutter would merge the tiles). `gap_after`: a wider gutter after that column."""
+    n, h, w = images.shape
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    extra = 3 * pad if gap_after is not None else 0
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad + extra), 70, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        x = pad + c * (w + pad) + (extra if gap_after is not None and c > gap_after else 0)
+        y = pad + r * (h + pad)
+        out[y:y + h, x:x + w] = images[i]
+    return out
+
+
+def show_grid(images: np.ndarray, ncols: int, *, px: int = 84, caption: Optional[str] = None,
+              gap_after: Optional[int] = None) -> None:
+    """Tile uint8 N×H×W (or N×1×H×W) images and show them crisp, about `px` pixels per tile."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[:, 0]
+    g = grid(images, ncols, gap_after=gap_after)
+    st.image(crisp(g, scale_for(images.shape[-1], px)), caption=caption)
+
+
+def images_row(images: list[np.ndarray], captions: list[str], px: int = 96) -> None:
+    """Separate images with their own captions (galleries), each upscaled crisp."""
+    if not images:
+        return
+    ims = [crisp(np.asarray(im), scale_for(np.asarray(im).shape[1], px)) for im in images]
+    st.image(ims, caption=captions, width=px)
+
+
+def fmt_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested config dict -> {"data.source": …, "model.name": …} for a readable diff."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k != "kwargs":
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def page_header(title: str, caption: str) -> None:
+    st.title(title)
+    st.caption(caption)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, (time.perf_counter() - t) * 1000
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def interpretation(ref: str, mtime: float, key: str, split: str):
+    """Predictions of one model on one split (cached on disk by charlab too, so a second visit
+    is instant). Shared across sessions; its internal example memo is the only thing it writes."""
+    from charlab.interpret import Interpretation
+
+    splits = load_splits(key)
+    dataset = {"train": splits.train, "val": splits.val, "test": splits.test}[split]
+    bar = _Bar(f"Predicting the {split} split…")
+    try:
+        return Interpretation.from_run(ref, dataset, split, predictor=predictor(ref, mtime), progress=bar)
+    finally:
+        bar.close()
+
+
+def heatmap_overlay(image: np.ndarray, heat: Optional[np.ndarray] = None, *, title: str = "", size: int = 260):
+    """A Plotly figure of a grey H×W image, optionally with a translucent saliency map over it.
+    Heatmap cells keep the pixels crisp at any size."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=image, colorscale="gray", showscale=False, zmin=0, zmax=255,
+                               hoverinfo="skip"))
+    if heat is not None:
+        fig.add_trace(go.Heatmap(z=heat, colorscale="Jet", opacity=0.45, zmin=0, zmax=1, showscale=False,
+                                 hovertemplate="saliency %{z:.2f}<extra></extra>"))
+    fig.update_layout(width=size, height=size + (24 if title else 0), margin=dict(l=0, r=0, t=24 if title else 0, b=0),
+                      title=dict(text=title, font_size=13, x=0.5, xanchor="center"),
+                      xaxis=dict(visible=False, constrain="domain"), yaxis=dict(visible=False, scaleanchor="x", autorange="reversed"))
+    return fig
