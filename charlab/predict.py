@@ -1,0 +1,293 @@
+"""One raw image (a canvas drawing, a file) -> the tensor the model sees -> top-k.
+
+A `Predictor` holds one model, or several with the same classes (an ensemble: their
+softmax probabilities are averaged), together with the checkpoint's own preprocessing,
+so an image is always prepared exactly as the training images were.
+
+    p = load_predictor("runs/2024…-kaggle_cnn-ab12")        # a run directory -> its best.pt
+    p = load_predictor("checkpoints/default.pt")
+    p = load_predictor("runs/a+runs/b")                     # ensemble of two runs
+    p.predict_images([Image.open("x.png")], top_k=5)        # [[("A", 0.91), ("4", 0.03), …]]
+
+The app caches one Predictor per checkpoint with `st.cache_resource` and shares it across
+sessions, so nothing here mutates the models after loading (saliency included).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import DataConfig, TrainConfig
+from .errors import CheckpointError, DataError
+
+Ref = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+Progress = Callable[[int, int, str], None]
+
+# DataConfig fields that change what a model sees; ensemble members must agree on them.
+_PREPROCESS_FIELDS = ("image_size", "grayscale", "invert", "crop", "margin", "threshold")
+ENSEMBLE_SEP = "+"
+
+
+def resolve_checkpoint(ref: str | os.PathLike) -> Path:
+    """A run directory -> its best.pt (last.pt if no best yet); a checkpoint file -> itself."""
+    p = Path(ref).expanduser()
+    if not p.exists():
+        runs_dir = Path(os.environ.get("CHARLAB_RUNS_DIR", "runs"))
+        if not p.is_absolute() and len(p.parts) == 1 and (runs_dir / p).is_dir():
+            p = runs_dir / p  # a bare run id, as `runs list` prints it
+        else:
+            raise CheckpointError(f"no run directory or checkpoint file at {ref}")
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"run directory {p} holds no checkpoint yet (no best.pt or last.pt); "
+                              "has its first epoch finished?")
+    return p
+
+
+def resolve_refs(ref: Ref) -> list[Path]:
+    """"a.pt", "runs/x", "a.pt+b.pt" or a list of those -> checkpoint files (one per member)."""
+    if isinstance(ref, (str, os.PathLike)):
+        s = os.fspath(ref)
+        # A path that exists wins over splitting, in case a file name itself holds a '+'.
+        parts = [s] if Path(s).exists() else [x for x in s.split(ENSEMBLE_SEP) if x.strip()]
+    else:
+        parts = [os.fspath(r) for r in ref]
+    if not parts:
+        raise CheckpointError("no checkpoint given")
+    return [resolve_checkpoint(x.strip()) for x in parts]
+
+
+def run_dir_of(checkpoint: str | os.PathLike) -> Optional[Path]:
+    """The run directory a checkpoint lives in, or None for a loose file such as checkpoints/default.pt."""
+    parent = Path(checkpoint).resolve().parent
+    return parent if (parent / "config.json").is_file() or (parent / "status.json").is_file() else None
+
+
+_HASH_MEMO: dict[tuple, str] = {}  # (path, size, mtime_ns) -> content hash; values never go stale
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """Content hash of a file (size + blake2b of its first 64 MiB), memoised on (path, size, mtime)."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_MEMO:
+        h = hashlib.blake2b(digest_size=10)
+        h.update(str(st.st_size).encode())
+        with open(path, "rb") as f:
+            remaining = 64 << 20
+            while remaining > 0 and (chunk := f.read(min(remaining, 1 << 20))):
+                h.update(chunk)
+                remaining -= len(chunk)
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
+def load_image_file(path: str | os.PathLike):
+    """Open and fully decode an image file with Pillow; a clear DataError if it is not one."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy() if im.mode != "P" else im.convert("RGBA")
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path} is not a readable image: {e}") from None
+
+
+@dataclass
+class Predictor:
+    """Model(s) + classes + preprocessing. Stateless after construction: safe to share."""
+
+    models: list[nn.Module]  # eval mode, on `device`; one per ensemble member
+    classes: list[str]  # index order of the returned probabilities
+    data_config: DataConfig  # the checkpoint's preprocessing (source and split fields are irrelevant here)
+    input_shape: tuple[int, int]  # H, W the model was trained on
+    config: TrainConfig  # the (first) member's full training config
+    paths: list[Path] = field(default_factory=list)  # checkpoint file per member
+    device: torch.device = torch.device("cpu")
+    # Per member: index that reorders its class axis to `classes`, or None when already aligned.
+    perms: list[Optional[torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def model(self) -> nn.Module:
+        """The first member; what saliency uses when one model is needed."""
+        return self.models[0]
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.models) > 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def name(self) -> str:
+        return ENSEMBLE_SEP.join(_short_name(p) for p in self.paths) or "model"
+
+    def fingerprint(self) -> str:
+        """Changes whenever any member's checkpoint file changes (the interpretation cache key)."""
+        return "-".join(file_fingerprint(p) for p in self.paths)[:64] if self.paths else "nofile"
+
+    def data_config_for(self, source: str) -> DataConfig:
+        """The checkpoint's preprocessing applied to another source (eval on a new source)."""
+        return replace(self.data_config, source=source, test_source=None)
+
+    # --- images -> model input -------------------------------------------------------
+    def prepare(self, pil_image) -> np.ndarray:
+        """The S×S uint8 image (ink bright on dark) the model actually sees."""
+        from .data import preprocess_image
+
+        arr = np.asarray(preprocess_image(_flatten_alpha(pil_image), self.data_config))
+        if arr.shape != tuple(self.input_shape):
+            raise DataError(f"preprocessing gave a {arr.shape} image but the model expects {tuple(self.input_shape)}")
+        return arr
+
+    def prepare_batch(self, pil_images: Sequence) -> torch.Tensor:
+        """PIL images -> float32 N×1×H×W in [0, 1] (charlab's model input scale)."""
+        arrs = np.stack([self.prepare(im) for im in pil_images])  # N×H×W uint8
+        return torch.from_numpy(arrs).unsqueeze(1).float().div_(255.0)  # N×1×H×W
+
+    # --- model input -> probabilities ------------------------------------------------
+    def probs(self, batch, batch_size: int = 512, progress: Progress | None = None) -> np.ndarray:
+        """float N×1×H×W in [0,1] (uint8 is scaled) -> N×C probabilities, averaged over members."""
+        x = torch.as_tensor(batch)
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        if x.dim() == 3:
+            x = x.unsqueeze(1)  # N×H×W -> N×1×H×W
+        n = len(x)
+        out = np.empty((n, self.num_classes), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                xb = x[start:start + batch_size].to(self.device, torch.float32)
+                acc = None
+                for model, perm in zip(self.models, self.perms):
+                    p = torch.softmax(model(xb).float(), dim=1)  # B×C
+                    if perm is not None:
+                        p = p[:, perm]
+                    acc = p if acc is None else acc + p
+                out[start:start + len(xb)] = (acc / len(self.models)).cpu().numpy()
+                if progress is not None:
+                    progress(min(start + batch_size, n), n, "predicting")
+        return out
+
+    def predict_dataset(self, dataset, batch_size: int = 512, progress: Progress | None = None) -> np.ndarray:
+        """A CharDataset (uint8 images) -> N×C probabilities."""
+        self.check_shape(tuple(dataset.images.shape[-2:]))
+        return self.probs(dataset.images, batch_size=batch_size, progress=progress)
+
+    def check_shape(self, hw: tuple[int, int]) -> None:
+        if tuple(hw) != tuple(self.input_shape):
+            raise DataError(f"images are {hw[0]}×{hw[1]} but the model was trained on "
+                            f"{self.input_shape[0]}×{self.input_shape[1]}; load the data with the "
+                            f"checkpoint's preprocessing (Predictor.data_config_for(source))")
+
+    def topk(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        k = max(1, min(int(k), self.num_classes))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # N×k
+        return [[(self.classes[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+    def predict_images(self, pil_images: Sequence, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Raw PIL images (any size, mode or polarity) -> per image the top-k (label, prob)."""
+        if not len(pil_images):
+            return []
+        return self.topk(self.probs(self.prepare_batch(pil_images)), top_k)
+
+    # --- saliency, averaged over members ---------------------------------------------
+    def saliency(self, image, kind: str = "grad_cam", class_idx: int | None = None) -> np.ndarray:
+        """Grad-CAM or input-gradient map (H×W in [0,1]) of a prepared S×S image, for `class_idx`
+        (default: the predicted class), averaged over ensemble members."""
+        from . import saliency
+
+        fn = {"grad_cam": saliency.grad_cam, "input_gradient": saliency.input_gradient}.get(kind)
+        if fn is None:
+            raise ValueError(f"unknown saliency kind {kind!r}; valid: grad_cam, input_gradient")
+        x = saliency.as_input(image)
+        if class_idx is None:
+            class_idx = int(self.probs(x).argmax(axis=1)[0])
+        maps = []
+        for model, perm in zip(self.models, self.perms):
+            c = class_idx if perm is None else int((perm == class_idx).nonzero()[0, 0])
+            maps.append(fn(model, x, class_idx=c))
+        m = np.mean(maps, axis=0)
+        return m / m.max() if m.max() > 0 else m
+
+
+def _short_name(p: Path) -> str:
+    run = run_dir_of(p)
+    return f"{run.name}/{p.name}" if run is not None else p.name
+
+
+def _flatten_alpha(im):
+    """Composite transparent pixels onto white, so a drawing on a transparent canvas keeps its
+    strokes instead of turning into ink on a black (transparent-black) background."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        from PIL import Image
+
+        rgba = im.convert("RGBA")
+        alpha = np.asarray(rgba)[..., 3]
+        if alpha.min() < 255:
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(bg, rgba).convert("RGB")
+        return rgba.convert("RGB")
+    return im
+
+
+def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:
+    """A run directory, checkpoint file, "a+b" ensemble string or list of those -> Predictor."""
+    from .checkpoint import load_checkpoint
+
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    paths = resolve_refs(ref)
+    ckpts = [load_checkpoint(p, map_location=device) for p in paths]
+    first = ckpts[0]
+    classes = list(first.classes)
+    perms: list[Optional[torch.Tensor]] = []
+    for p, ck in zip(paths, ckpts):
+        if list(ck.classes) == classes:
+            perms.append(None)
+            continue
+        if sorted(ck.classes) != sorted(classes):
+            extra = sorted(set(ck.classes) ^ set(classes))
+            raise CheckpointError(f"ensemble members must share their classes: {p} differs from {paths[0]} "
+                                  f"in {', '.join(extra[:10])}{' …' if len(extra) > 10 else ''}")
+        pos = {c: i for i, c in enumerate(ck.classes)}
+        perms.append(torch.tensor([pos[c] for c in classes], device=device))
+        # Same classes in another order: reorder that member's outputs rather than refuse.
+    for p, ck in zip(paths[1:], ckpts[1:]):
+        a = {f: getattr(first.config.data, f) for f in _PREPROCESS_FIELDS}
+        b = {f: getattr(ck.config.data, f) for f in _PREPROCESS_FIELDS}
+        if a != b or tuple(ck.input_shape) != tuple(first.input_shape):
+            diff = {f: (a[f], b[f]) for f in a if a[f] != b[f]}
+            raise CheckpointError(f"ensemble members must preprocess images alike: {p} differs from "
+                                  f"{paths[0]} in {diff or {'input_shape': (first.input_shape, ck.input_shape)}}")
+    return Predictor(models=[ck.model for ck in ckpts], classes=classes, data_config=first.config.data,
+                     input_shape=tuple(first.input_shape), config=first.config, paths=paths,
+                     device=device, perms=perms)
+
+
+def predictor_from_model(model: nn.Module, classes: list[str], data_config: DataConfig | None = None,
+                         input_shape: tuple[int, int] | None = None, config: TrainConfig | None = None) -> Predictor:
+    """Wrap an in-memory model (e.g. `fit(...).model`) without a checkpoint file."""
+    config = config or TrainConfig(data=data_config or DataConfig())
+    data_config = data_config or config.data
+    input_shape = tuple(input_shape or (data_config.image_size, data_config.image_size))
+    device = next(model.parameters()).device
+    if model.training:
+        model.eval()  # a fresh model from fit(); a model we never hand out, so no one shares its state yet
+    return Predictor(models=[model], classes=list(classes), data_config=data_config, input_shape=input_shape,
+                     config=config, paths=[], device=device, perms=[None])
