@@ -1,0 +1,148 @@
+"""The few training decisions, each a small object that DECIDES and sets a flag; `fit()`
+ACTS on the flags (Lightning's early_stopping.py keeps the two apart; nothing here throws
+to stop training or reaches into the model behind fit's back).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..checkpoint import save_checkpoint
+from ..errors import CharlabError
+
+
+class EarlyStopping:
+    """Track the monitored validation metric (fastai's tracker.py): remember the best
+    epoch and its weights, set `should_stop` after `patience` epochs without an
+    improvement larger than `min_delta` (patience 0 never stops), and `restore` the best
+    weights at the end."""
+
+    def __init__(self, monitor: str = "val_acc", mode: str = "max", patience: int = 10, min_delta: float = 0.0):
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, abs(min_delta)
+        self.best: Optional[float] = None
+        self.best_epoch = 0
+        self.wait = 0
+        self.should_stop = False
+        self.best_state: Optional[dict] = None  # CPU copy of the best weights
+
+    def check_keys(self, available: list[str]) -> None:
+        """Fail before training, not after the first epoch, on a metric that will never exist."""
+        if self.monitor not in available:
+            raise CharlabError(f"cannot monitor {self.monitor!r}: the metrics of each epoch are "
+                               f"{', '.join(available)}")
+
+    def is_improvement(self, value: float) -> bool:
+        if value is None or not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+
+    def update(self, epoch: int, row: dict, model: nn.Module) -> bool:
+        """Record epoch `epoch`'s metrics row; True when it is the new best."""
+        if self.monitor not in row:
+            self.check_keys(sorted(row))
+        value = row[self.monitor]
+        if self.is_improvement(value):
+            self.best, self.best_epoch, self.wait = float(value), epoch, 0
+            model = getattr(model, "module", model)
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            return True
+        self.wait += 1
+        if self.patience > 0 and self.wait >= self.patience:
+            self.should_stop = True
+        return False
+
+    def restore(self, model: nn.Module) -> bool:
+        """Load the best weights into `model`; False when no epoch was ever the best."""
+        if self.best_state is None:
+            return False
+        getattr(model, "module", model).load_state_dict(self.best_state)
+        return True
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "should_stop": self.should_stop}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state.get("best")
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.wait = int(state.get("wait", 0))
+        self.should_stop = bool(state.get("should_stop", False))
+
+
+class Checkpointing:
+    """best.pt (the best epoch by the monitored VALIDATION metric) and last.pt (every
+    epoch, plus everything `resume` needs). Both are atomic, so a run killed mid-save keeps
+    the previous file."""
+
+    def __init__(self, best_path: Path, last_path: Path, config, classes: list[str], input_shape: tuple[int, int]):
+        self.best_path, self.last_path = Path(best_path), Path(last_path)
+        self.config, self.classes, self.input_shape = config, list(classes), tuple(input_shape)
+
+    def save_best(self, model: nn.Module, epoch: int, row: dict, **extra) -> None:
+        save_checkpoint(self.best_path, model, self.config, self.classes, self.input_shape,
+                        epoch=epoch, metrics=row, **extra)
+
+    def save_last(self, model: nn.Module, epoch: int, row: dict, *, optimizer, scheduler,
+                  early_stopping: EarlyStopping, rng: dict, **extra) -> None:
+        save_checkpoint(self.last_path, model, self.config, self.classes, self.input_shape, epoch=epoch,
+                        metrics=row, optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict() if scheduler is not None else None,
+                        early_stopping=early_stopping.state_dict(), rng=rng, **extra)
+
+
+class StopRequest:
+    """A STOP file in the run directory asks the trainer to finish the batch and stop.
+    A file (not a signal or a pipe) because the asker may be the app, another shell, or
+    `runs stop` long after the launcher is gone."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path = Path(path) if path else None
+
+    def requested(self) -> bool:
+        return self.path is not None and self.path.exists()
+
+    def clear(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+class TimeBudget:
+    """Stop cleanly after the epoch that crosses `max_minutes` of training (counted across
+    resumes, so a resumed run does not get a fresh budget)."""
+
+    def __init__(self, max_minutes: Optional[float], elapsed_before: float = 0.0):
+        self.limit_s = max_minutes * 60.0 if max_minutes else None
+        self.elapsed_before = elapsed_before
+        self.t0 = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.t0
+
+    @property
+    def should_stop(self) -> bool:
+        return self.limit_s is not None and self.elapsed() >= self.limit_s
+
+
+def rng_state(aug_generator: Optional[torch.Generator]) -> dict:
+    """The random state a mid-epoch resume needs to continue identically."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if aug_generator is not None:
+        state["augment"] = aug_generator.get_state()
+    return state
+
+
+def copy_state(model: nn.Module) -> dict:
+    return copy.deepcopy(getattr(model, "module", model).state_dict())

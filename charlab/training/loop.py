@@ -1,0 +1,152 @@
+"""`train_one_epoch` and `evaluate` as plain functions (torchvision references style).
+
+Batches are tensor slices of the in-memory uint8 dataset: no DataLoader workers and no
+per-sample transforms, because on 2 CPU cores the worker processes and the per-image
+Python calls cost more than the model. The batch is converted to float and augmented
+in one tensor op right before the forward pass.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.dataset import to_float
+from ..errors import CharlabError
+from ..metrics import macro_f1
+from . import distributed
+from .logger import MetricLogger
+
+Progress = Callable[[int, int, str], None]
+
+
+class Batches:
+    """The batches of one epoch: `order` (a permutation or a weighted draw of indices) cut
+    into global batches of `batch_size`; under DDP each rank keeps every world-th row of
+    each global batch, so all ranks take the same number of optimiser steps.
+
+    `start` skips batches already trained (a run stopped mid-epoch resumes there) and
+    `limit` caps the count (the --limit-batches debug mode).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int, *,
+                 start: int = 0, limit: Optional[int] = None, rank: int = 0, world_size: int = 1):
+        self.images, self.labels, self.order = images, labels, order
+        self.batch_size, self.start, self.rank, self.world = batch_size, start, rank, world_size
+        n = len(order) // batch_size if len(order) % batch_size < world_size else math.ceil(len(order) / batch_size)
+        # a last batch smaller than the world would leave a rank without rows: drop it
+        self.total = min(n, limit) if limit else n
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for b in range(self.start, self.total):
+            idx = self.order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
+            yield self.images[idx], self.labels[idx]  # uint8 n×1×H×W, int64 n
+
+
+def _augment(x: torch.Tensor, augment_cfg, generator: Optional[torch.Generator]) -> torch.Tensor:
+    if augment_cfg is None or augment_cfg.is_identity():
+        return x
+    from ..augment import augment_batch  # imported only when used: the trainer runs without it
+
+    return augment_batch(x, augment_cfg, generator)
+
+
+def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer, scheduler, loss_fn: Callable, *, augment_cfg,
+                    generator: Optional[torch.Generator], device: torch.device | str,
+                    stop_check: Optional[Callable[[], bool]] = None, progress: Optional[Progress] = None,
+                    channels_last: bool = False, on_batch: Optional[Callable[[int], None]] = None) -> dict:
+    """One pass over `batches`; returns exact sums (loss_sum, correct, n, steps, seconds),
+    their means (loss, acc), images_per_s, and `stopped` when `stop_check()` asked to end
+    early (checked after every batch, so the batch in flight always completes).
+
+    Train loss and accuracy are measured on the augmented batches, as trained.
+    """
+    model.train()
+    total = len(batches) if hasattr(batches, "__len__") else 0
+    log = MetricLogger(window=20)
+    loss_sum, correct, n, steps, stopped = 0.0, 0, 0, 0, False
+    t0 = time.perf_counter()
+    for x, y in batches:
+        x = to_float(x.to(device, non_blocking=True))  # uint8 -> float32 N×1×H×W in [0, 1]
+        y = y.to(device, non_blocking=True)
+        x = _augment(x, augment_cfg, generator)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x)  # N×C
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        batch_loss = loss.item()
+        if not math.isfinite(batch_loss):
+            raise CharlabError(f"the training loss became {batch_loss} at batch {steps + 1}; "
+                               "lower the learning rate (--lr) or check the data")
+        bs = len(y)
+        batch_correct = int((logits.argmax(1) == y).sum())
+        loss_sum += batch_loss * bs
+        correct += batch_correct
+        n += bs
+        steps += 1
+        log.update(loss=batch_loss, acc=batch_correct / bs)
+        if on_batch is not None:
+            on_batch(steps)
+        if progress is not None:
+            progress(steps, total, str(log))
+        if stop_check is not None and stop_check():
+            stopped = True
+            break
+    seconds = time.perf_counter() - t0
+    return {"loss_sum": loss_sum, "correct": correct, "n": n, "steps": steps, "seconds": seconds,
+            "loss": loss_sum / n if n else float("nan"), "acc": correct / n if n else float("nan"),
+            "images_per_s": n / seconds if seconds > 0 else float("nan"), "stopped": stopped}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+             batch_size: int = 512, device: torch.device | str = "cpu", return_probs: bool = False,
+             channels_last: bool = False) -> dict:
+    """Loss (plain cross-entropy: no smoothing or class weights, so runs with different
+    recipes compare), accuracy and macro-F1 of `model` on uint8 `images`.
+
+    Under DDP pass each rank its own shard: the loss sum and the confusion matrix are
+    all-reduced, so every rank returns the metrics of the whole split. `probs` (N×C, CPU)
+    is returned on request, for this rank's images only.
+    """
+    model.eval()
+    device = torch.device(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    cm = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)  # flattened C×C
+    probs = []
+    for i in range(0, len(labels), batch_size):
+        x = to_float(images[i:i + batch_size].to(device))  # N×1×H×W
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = labels[i:i + batch_size].to(device)
+        logits = model(x).float()  # N×C
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        cm += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+        if return_probs:
+            probs.append(logits.softmax(1).cpu())
+    n = torch.tensor(float(len(labels)), dtype=torch.float64, device=device)
+    stats = distributed.all_reduce_sum(torch.cat([loss_sum.view(1), n.view(1), cm.double()]))
+    loss_sum, n, cm = stats[0].item(), stats[1].item(), stats[2:].round().long().cpu().numpy()
+    # expand the confusion counts back into (true, pred) pairs so macro-F1 has one definition: charlab.metrics
+    pairs = np.repeat(np.arange(num_classes * num_classes), cm)
+    out = {"loss": loss_sum / n if n else float("nan"),
+           "acc": float(cm.reshape(num_classes, num_classes).trace() / n) if n else float("nan"),
+           "macro_f1": macro_f1(pairs // num_classes, pairs % num_classes, num_classes) if n else float("nan"),
+           "n": int(n)}
+    if return_probs:
+        out["probs"] = torch.cat(probs) if probs else torch.zeros(0, num_classes)
+    return out
