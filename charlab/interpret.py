@@ -71,6 +71,23 @@ def align_to_classes(dataset, classes: list[str]) -> tuple[np.ndarray, np.ndarra
     return keep, mapped[keep], note
 
 
+def load_split(predictor, source: str | None, split: str = "test", progress=None):
+    """Load `split` (train | val | test) of `source` with the checkpoint's preprocessing and split
+    seed. Returns (CharDataset, notes). Labels are still in the SOURCE's class order: building an
+    Interpretation maps them onto the model's classes by name."""
+    from .data import load_splits
+
+    if split not in ("train", "val", "test"):
+        raise CharlabError(f"split must be train, val or test, got {split!r}")
+    cfg = predictor.data_config_for(source)
+    splits = load_splits(cfg, progress=progress)
+    ds = getattr(splits, split, None)
+    if ds is None or len(ds) == 0:
+        raise DataError(f"{cfg.source!r} has no {split} images (val_fraction {cfg.val_fraction}); "
+                        f"try another --split")
+    return ds, [str(n) for n in (getattr(splits, "notes", None) or [])]
+
+
 def _preview(names, n: int = 8) -> str:
     names = list(names)
     return ", ".join(map(str, names[:n])) + (f", … (+{len(names) - n})" if len(names) > n else "")

@@ -96,9 +96,9 @@ def load_image_file(path: str | os.PathLike):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy() if im.mode != "P" else im.convert("RGBA")
+        im = Image.open(path)
+        im.load()  # decodes now (and closes the file) so a truncated file fails here, per file
+        return im  # not im.copy(): that drops .format, which preprocessing reads for EXIF rotation
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
@@ -140,8 +140,14 @@ class Predictor:
         """Changes whenever any member's checkpoint file changes (the interpretation cache key)."""
         return "-".join(file_fingerprint(p) for p in self.paths)[:64] if self.paths else "nofile"
 
-    def data_config_for(self, source: str) -> DataConfig:
-        """The checkpoint's preprocessing applied to another source (eval on a new source)."""
+    def data_config_for(self, source: str | None = None) -> DataConfig:
+        """The checkpoint's preprocessing (and split seed) applied to `source` (default: its own).
+
+        The same source keeps its test_source and val split, so `split="test"` or `"val"` is the
+        very split the model was evaluated on in training; another source uses its own test split.
+        """
+        if source is None or source == self.data_config.source:
+            return replace(self.data_config)
         return replace(self.data_config, source=source, test_source=None)
 
     # --- images -> model input -------------------------------------------------------
@@ -149,7 +155,7 @@ class Predictor:
         """The S×S uint8 image (ink bright on dark) the model actually sees."""
         from .data import preprocess_image
 
-        arr = np.asarray(preprocess_image(_flatten_alpha(pil_image), self.data_config))
+        arr = np.asarray(preprocess_image(pil_image, self.data_config))
         if arr.shape != tuple(self.input_shape):
             raise DataError(f"preprocessing gave a {arr.shape} image but the model expects {tuple(self.input_shape)}")
         return arr
@@ -228,21 +234,6 @@ class Predictor:
 def _short_name(p: Path) -> str:
     run = run_dir_of(p)
     return f"{run.name}/{p.name}" if run is not None else p.name
-
-
-def _flatten_alpha(im):
-    """Composite transparent pixels onto white, so a drawing on a transparent canvas keeps its
-    strokes instead of turning into ink on a black (transparent-black) background."""
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        from PIL import Image
-
-        rgba = im.convert("RGBA")
-        alpha = np.asarray(rgba)[..., 3]
-        if alpha.min() < 255:
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(bg, rgba).convert("RGB")
-        return rgba.convert("RGB")
-    return im
 
 
 def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:

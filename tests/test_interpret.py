@@ -112,3 +112,112 @@ def test_align_to_classes_by_name():
     assert "z" in note and "3 of 5" in note
     with pytest.raises(Exception, match="share none"):
         align_to_classes(ds.subset([1, 3]), ["q"])
+
+
+# --- checkpoints: the on-disk cache ----------------------------------------------------
+
+def _save_lenet(path, seed: int, classes=CLASSES):
+    from charlab.checkpoint import save_checkpoint
+    from charlab.config import DataConfig, ModelConfig, TrainConfig
+    from charlab.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("lenet", num_classes=len(classes), image_size=28)
+    cfg = TrainConfig(data=DataConfig(source="synthetic", image_size=28), model=ModelConfig(name="lenet"))
+    save_checkpoint(path, model, cfg, classes, (28, 28), epoch=1)
+
+
+def _random_split(n=24, seed=0) -> CharDataset:
+    g = torch.Generator().manual_seed(seed)
+    imgs = (torch.rand(n, 1, 28, 28, generator=g) * 255).to(torch.uint8)
+    return CharDataset(images=imgs, labels=torch.arange(n) % 3, classes=CLASSES, paths=[f"r{i}" for i in range(n)])
+
+
+def test_cache_hit_and_invalidation_when_the_checkpoint_changes(tmp_path):
+    run = tmp_path / "run1"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # makes it a run directory: the cache goes inside it
+    _save_lenet(run / "best.pt", seed=0)
+    ds = _random_split()
+    a = Interpretation.from_run(run, ds, "val")
+    assert not a.from_cache
+    files = list((run / "interpret").glob("*.npz"))
+    assert len(files) == 1 and "val" in files[0].name
+    b = Interpretation.from_run(str(run), ds, "val")
+    assert b.from_cache and np.array_equal(a.probs, b.probs) and b.predictor is None  # no model loaded on a hit
+    assert b.accuracy() == a.accuracy() and (b.image(3) == ds.images[3, 0].numpy()).all()
+
+    _save_lenet(run / "best.pt", seed=1)  # retrained: same path, new weights
+    c = Interpretation.from_run(run, ds, "val")
+    assert not c.from_cache and not np.allclose(a.probs, c.probs)
+    assert len(list((run / "interpret").glob("*.npz"))) == 1  # the stale entry was replaced, not kept
+    # another split, or other data, is another entry
+    Interpretation.from_run(run, _random_split(seed=5), "test")
+    assert len(list((run / "interpret").glob("*.npz"))) == 2
+    # a corrupt cache file is only a miss
+    for f in (run / "interpret").glob("*.npz"):
+        f.write_bytes(b"garbage")
+    assert not Interpretation.from_run(run, ds, "val").from_cache
+
+
+def test_loose_checkpoint_caches_under_cache_dir_and_maps_classes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARLAB_CACHE_DIR", str(tmp_path / "cache"))
+    ck = tmp_path / "model.pt"
+    _save_lenet(ck, seed=0)
+    # the data's classes are in another order and hold one the model does not know
+    imgs = _random_split(8).images
+    ds = CharDataset(images=imgs, labels=torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), classes=["c", "zz", "a", "b"])
+    it = Interpretation.from_run(ck, ds, "test")
+    assert it.n == 6 and it.targets.tolist() == [2, 0, 1, 2, 0, 1]  # c->2, a->0, b->1; zz rows left out
+    assert "zz" in it.notes[0]
+    assert len(list((tmp_path / "cache" / "interpret").glob("*.npz"))) == 1
+    again = Interpretation.from_run(ck, ds, "test")
+    assert again.from_cache and again.targets.tolist() == it.targets.tolist() and again.notes == it.notes
+    assert again.source_index.tolist() == [0, 2, 3, 4, 6, 7]
+    # saliency and class examples load the model lazily after a cache hit
+    sal = again.saliency(0)
+    assert sal.shape == (28, 28) and again.predictor is not None
+    ex = again.class_example("a", reference_dataset=_random_split(9))
+    assert ex.shape == (28, 28) and ex.dtype == np.uint8
+
+
+# --- saliency for every model in the zoo ------------------------------------------------
+
+def _stroke_image(size=28) -> torch.Tensor:
+    """A '7'-ish stroke, ink bright on dark, 1×1×S×S float in [0, 1]."""
+    img = torch.zeros(size, size)
+    img[6:8, 6:22] = 1.0
+    for r in range(8, 23):
+        c = 21 - (r - 8) // 2
+        img[r, c - 1:c + 1] = 1.0
+    return img.view(1, 1, size, size)
+
+
+def _models():
+    from charlab.models import list_models
+
+    return list_models()
+
+
+@pytest.mark.parametrize("name", _models())
+def test_saliency_maps_for_every_model(name):
+    from charlab.models import create_model
+    from charlab.saliency import grad_cam, input_gradient
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, image_size=28).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _stroke_image()
+    with torch.inference_mode():  # the app may call from inside inference mode
+        cam = grad_cam(model, x)
+        grad = input_gradient(model, x, class_idx=3)
+    for m in (cam, grad):
+        assert m.shape == (28, 28) and m.dtype == np.float32
+        assert m.min() >= 0 and m.max() <= 1 and m.std() > 1e-4  # not constant
+    cam2 = grad_cam(model, x, class_idx=2)
+    assert cam2.shape == (28, 28)
+    # nothing persistent changed: eval mode, no hooks, no .grad, same weights
+    assert not model.training
+    assert not model.cam_layer._forward_hooks
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

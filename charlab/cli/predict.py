@@ -1,0 +1,62 @@
+"""`python -m charlab predict --run RUN IMAGE... [--top K] [--json]`
+
+Raw image files of any size, mode and polarity get the checkpoint's own preprocessing
+(grayscale, polarity, crop, pad, resize), then the top-K classes. A file that cannot be read
+gets an error entry of its own; the others are still predicted (exit status 1 if any failed).
+"""
+from __future__ import annotations
+
+import argparse
+
+from .eval import RUN_HELP, emit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-k classes of raw image files",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, ...)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, top: [{label, prob}]}")
+    p.set_defaults(func=_predict)
+
+
+def predict_files(predictor, paths: list[str], top: int = 5) -> list[dict]:
+    """[{path, top: [{label, prob}]}] or [{path, error}] per file, in the order given."""
+    import numpy as np
+    import torch
+
+    from ..errors import CharlabError
+    from ..predict import load_image_file
+
+    results: list[dict] = [{"path": p} for p in paths]
+    ok, arrays = [], []
+    for i, path in enumerate(paths):
+        try:
+            arrays.append(predictor.prepare(load_image_file(path)))
+            ok.append(i)
+        except CharlabError as e:
+            results[i]["error"] = str(e)
+        except Exception as e:  # a decoder or preprocessing failure on one odd file must not stop the rest
+            results[i]["error"] = f"{path}: {type(e).__name__}: {e}"
+    if ok:
+        batch = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # N×1×H×W uint8
+        for i, tops in zip(ok, predictor.topk(predictor.probs(batch), top)):
+            results[i]["top"] = [{"label": label, "prob": prob} for label, prob in tops]
+    return results
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ..predict import load_predictor
+
+    predictor = load_predictor(args.run, device=args.device)
+    results = predict_files(predictor, args.images, args.top)
+    lines = []
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['path']}: ERROR {r['error']}")
+        else:
+            lines.append(f"{r['path']}: " + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"]))
+    emit(results, args.json, "\n".join(lines))
+    return 1 if any("error" in r for r in results) else 0
