@@ -16,6 +16,9 @@ _API = {
     "CharlabError": "charlab.errors", "DataError": "charlab.errors", "CheckpointError": "charlab.errors",
     "RunError": "charlab.errors", "UnknownNameError": "charlab.errors",
     "CharDataset": "charlab.data.dataset",
+    "load_source": "charlab.data", "load_splits": "charlab.data", "Splits": "charlab.data",
+    "preprocess_image": "charlab.data", "preprocess_ink": "charlab.data", "class_stats": "charlab.data",
+    "ClassStats": "charlab.data", "source_counts": "charlab.data",
     "Checkpoint": "charlab.checkpoint", "save_checkpoint": "charlab.checkpoint", "load_checkpoint": "charlab.checkpoint",
 }
 

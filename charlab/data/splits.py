@@ -1,0 +1,90 @@
+"""Train / validation / test: the source's own test split, and a stratified, seeded validation split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from ._registry import Progress
+from .dataset import CharDataset
+from .sources import load_source, load_test_source
+
+
+@dataclass
+class Splits:
+    train: CharDataset
+    val: CharDataset
+    test: Optional[CharDataset]  # None when the source has no test split and none was given
+    notes: list[str] = field(default_factory=list)  # what was decided, in words, for the UI and the run log
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(train indices, val indices, classes left whole) with `fraction` of each class in val.
+
+    Every class with at least 2 images gives at least one to val and keeps at least one in
+    train; a class with a single image stays in train. Same labels + seed -> same split.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val, single = [], [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if fraction <= 0:
+            train.append(idx)
+            continue
+        if len(idx) < 2:
+            single.append(int(c))
+            train.append(idx)
+            continue
+        idx = rng.permutation(idx)
+        n_val = int(min(max(round(len(idx) * fraction), 1), len(idx) - 1))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return cat(train), cat(val), single
+
+
+def align_classes(ds: CharDataset, classes: list[str], what: str = "test") -> CharDataset:
+    """Relabel `ds` onto `classes` by name (the test split must speak the train split's class list)."""
+    if list(ds.classes) == list(classes):
+        return ds
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in ds.classes if c not in index]
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise DataError(f"the {what} data ({ds.source}) has {len(unknown)} classes that the training data does not: "
+                        f"{shown}")
+    lookup = torch.tensor([index[c] for c in ds.classes], dtype=torch.int64)
+    return CharDataset(images=ds.images, labels=lookup[ds.labels], classes=list(classes), paths=ds.paths,
+                       skipped=ds.skipped, source=ds.source, info=ds.info)
+
+
+def load_splits(cfg: DataConfig, progress: Progress | None = None) -> Splits:
+    """Load cfg.source and split it; the test split is cfg.test_source or the source's own."""
+    full = load_source(cfg.source, cfg, split="train", progress=progress)
+    notes = list(full.info.get("notes", []))
+    if cfg.test_source:
+        test = load_test_source(cfg.test_source, cfg, progress=progress)
+        notes.append(f"test split: {cfg.test_source} ({len(test)} images)")
+    else:
+        test = load_source(cfg.source, cfg, split="test", progress=progress)
+        if test is None:
+            notes.append("no test split: the source has none and no test source was given")
+        else:
+            notes.append(f"test split: the source's own ({test.source}, {len(test)} images)")
+    if test is not None:
+        test = align_classes(test, full.classes)
+        missing = [c for c, n in zip(full.classes, np.bincount(test.labels.numpy(), minlength=full.num_classes)) if n == 0]
+        if missing:
+            notes.append(f"{len(missing)} classes have no test image: {', '.join(missing[:20])}")
+    train_idx, val_idx, single = stratified_split(full.labels.numpy(), cfg.val_fraction, cfg.seed)
+    if single:
+        names = ", ".join(repr(full.classes[c]) for c in single)
+        notes.append(f"{len(single)} class{'es' if len(single) > 1 else ''} with a single image kept in train, "
+                     f"none in validation: {names}")
+    notes.append(f"validation: {len(val_idx)} images ({cfg.val_fraction:.0%} of each class, stratified, seed {cfg.seed})")
+    return Splits(train=full.subset(train_idx), val=full.subset(val_idx), test=test, notes=notes)
