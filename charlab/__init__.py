@@ -20,6 +20,11 @@ _API = {
     "preprocess_image": "charlab.data", "preprocess_ink": "charlab.data", "class_stats": "charlab.data",
     "ClassStats": "charlab.data", "source_counts": "charlab.data",
     "Checkpoint": "charlab.checkpoint", "save_checkpoint": "charlab.checkpoint", "load_checkpoint": "charlab.checkpoint",
+    "augment_batch": "charlab.augment", "augment_batch_with_params": "charlab.augment", "preview": "charlab.augment",
+    "Preview": "charlab.augment", "get_preset": "charlab.augment", "list_presets": "charlab.augment",
+    "AUGMENT_PRESETS": "charlab.augment",
+    "BALANCE_STRATEGIES": "charlab.balance", "effective_counts": "charlab.balance", "oversample": "charlab.balance",
+    "class_weights": "charlab.balance", "epoch_indices": "charlab.balance",
 }
 
 
