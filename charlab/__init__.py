@@ -20,6 +20,8 @@ _API = {
     "preprocess_image": "charlab.data", "preprocess_ink": "charlab.data", "class_stats": "charlab.data",
     "ClassStats": "charlab.data", "source_counts": "charlab.data",
     "Checkpoint": "charlab.checkpoint", "save_checkpoint": "charlab.checkpoint", "load_checkpoint": "charlab.checkpoint",
+    "register_model": "charlab.models", "list_models": "charlab.models", "create_model": "charlab.models",
+    "model_info": "charlab.models", "count_parameters": "charlab.models", "replace_head": "charlab.models",
     "augment_batch": "charlab.augment", "augment_batch_with_params": "charlab.augment", "preview": "charlab.augment",
     "Preview": "charlab.augment", "get_preset": "charlab.augment", "list_presets": "charlab.augment",
     "AUGMENT_PRESETS": "charlab.augment",
