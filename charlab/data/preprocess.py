@@ -96,6 +96,8 @@ def orient(a: np.ndarray, cfg: DataConfig, ink_bright: bool = False) -> np.ndarr
     if flip:
         a = 255 - a
         border_level = 255 - border_level
+    if cfg.invert != "auto":
+        border_level = 0  # forced polarity: trust the user's claim, even where the border is inky
     ink = a.astype(np.int16) - border_level  # the background becomes 0 whatever its grey level
     np.clip(ink, 0, 255, out=ink)
     peak = int(ink.max())

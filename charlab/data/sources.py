@@ -70,14 +70,19 @@ def load_source(source: str, cfg: DataConfig | None = None, *, split: str = "tra
     return _load_path(existing_path(source), source, cfg, split, progress)
 
 
-def load_test_source(source: str, cfg: DataConfig, progress: Progress | None = None) -> CharDataset:
+def load_test_source(source: str, cfg: DataConfig, progress: Progress | None = None, *,
+                     train_source: str | None = None) -> CharDataset:
     """An explicit test source: its own test part when it has one (a test/ folder, MNIST's t10k),
-    otherwise all of it."""
+    otherwise all of it. A CSV test source with numeric labels names them like `train_source`."""
     named = parse_named(source)
     if named is not None:
         ds = _load_named(source, named[0], named[1], cfg, "test", progress)
         return ds if ds is not None else _load_named(source, named[0], named[1], cfg, "train", progress)
-    return _load_path(existing_path(source), source, cfg, "testsource", progress)
+    path = existing_path(source)
+    if path.suffix.lower() == ".csv" and train_source and Path(train_source).suffix.lower() == ".csv" \
+            and Path(train_source).is_file():
+        return _load_csv(path, source, cfg, "testsource", progress, table=csv_train_table(Path(train_source)))
+    return _load_path(path, source, cfg, "testsource", progress)
 
 
 def parse_named(source: str) -> tuple[str, str] | None:
@@ -364,7 +369,9 @@ def decode_image_bytes(data: bytes, cfg: DataConfig) -> np.ndarray:
 def _skip_reason(e: BaseException) -> str:
     if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return f"image too large, a possible decompression bomb ({e}); limit {MAX_IMAGE_PIXELS:,} pixels"
-    msg = str(e).splitlines()[0][:160] if str(e) else ""
+    if isinstance(e, Image.UnidentifiedImageError):
+        return "cannot decode image: not a recognised image format, or corrupt"
+    msg = re.sub(r"\s*<[^>]* at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")[:160]
     return f"cannot decode image: {type(e).__name__}{': ' + msg if msg else ''}"
 
 
@@ -549,23 +556,38 @@ def _read_csv_labels(path: Path, header: bool):
         raise DataError(f"cannot read {path} as CSV: {str(e).splitlines()[0]}") from None
 
 
-def _csv_class_names(path: Path, labels) -> list[str]:
-    """Per-row class names from a label column without gaps (EMNIST CSVs use their split's table)."""
+def _csv_label_table(path: Path, labels) -> dict[int, str] | None:
+    """Numeric label -> class name for a whole label column (EMNIST CSVs use their split's table)."""
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(labels):
+        return None
+    vals = np.unique(labels.dropna().astype(np.int64).to_numpy()).tolist()
+    emnist = _emnist_split_of(path)
+    if emnist:
+        names, offset = EMNIST_CLASSES[emnist], 1 if emnist == "letters" else 0
+        return {v: names[v - offset] if 0 <= v - offset < len(names) else str(v) for v in vals}
+    return label_names(vals)
+
+
+def _csv_class_names(path: Path, labels, table: dict[int, str] | None = None) -> list[str]:
+    """Per-row class names of a label column without gaps. A test file takes its train file's
+    table: its own labels alone (say only 1 and 3) would not tell digits from A-Z."""
     import pandas as pd
 
     if not pd.api.types.is_numeric_dtype(labels):
         return [str(v).strip() for v in labels]
-    vals = labels.astype(np.int64).to_numpy()
-    emnist = _emnist_split_of(path)
-    if emnist:
-        table, offset = EMNIST_CLASSES[emnist], 1 if emnist == "letters" else 0
-        mapping = {v: table[v - offset] if 0 <= v - offset < len(table) else str(v) for v in np.unique(vals).tolist()}
-    else:
-        mapping = label_names(np.unique(vals))
-    return [mapping[v] for v in vals.tolist()]
+    table = table or _csv_label_table(path, labels)
+    return [table.get(v, str(v)) for v in labels.astype(np.int64).tolist()]
 
 
-def _load_csv(path: Path, source: str, cfg: DataConfig, role: str, progress: Progress | None) -> CharDataset | None:
+def csv_train_table(path: Path) -> dict[int, str] | None:
+    header, _ = _csv_header(path)
+    return _csv_label_table(path, _read_csv_labels(path, header))
+
+
+def _load_csv(path: Path, source: str, cfg: DataConfig, role: str, progress: Progress | None,
+              table: dict[int, str] | None = None) -> CharDataset | None:
     import pandas as pd
 
     header, ncols = _csv_header(path)
@@ -574,8 +596,9 @@ def _load_csv(path: Path, source: str, cfg: DataConfig, role: str, progress: Pro
         sib = sibling_test(path)
         if sib is None or _csv_header(sib)[1] != ncols:  # Kaggle's test.csv has no labels: not a test split
             return None
-        return _load_csv(sib, str(sib), cfg, "testsource", progress)
-    key = cache.cache_key({"kind": "csv", "file": cache.file_fingerprint(path), "prep": cache.prep_options(cfg)})
+        return _load_csv(sib, str(sib), cfg, "testsource", progress, table=csv_train_table(path))
+    key = cache.cache_key({"kind": "csv", "file": cache.file_fingerprint(path), "prep": cache.prep_options(cfg),
+                           "table": sorted(table.items()) if table else None})
     ds = cache.load_cached(key)
     if ds is not None:
         return ds
@@ -601,7 +624,7 @@ def _load_csv(path: Path, source: str, cfg: DataConfig, role: str, progress: Pro
     keep = np.flatnonzero(~bad)
     if len(keep) == 0:
         raise _no_images_error(path, skipped, "expected rows of label,pixel1,...,pixelN with numbers 0-255")
-    all_names = _csv_class_names(path, pd.concat(label_chunks, ignore_index=True).iloc[keep])
+    all_names = _csv_class_names(path, pd.concat(label_chunks, ignore_index=True).iloc[keep], table)
     raw = np.concatenate(raws)[keep].reshape(-1, side, side)  # n×side×side
     if _emnist_split_of(path):
         raw = raw.transpose(0, 2, 1)  # EMNIST stores images transposed
@@ -819,11 +842,13 @@ def source_counts(source: str, progress: Progress | None = None, *,
     if path.is_file() and path.suffix.lower() == ".csv":
         header, ncols = _csv_header(path)
         _csv_side(path, ncols)
+        table = None
         if split == "test":
-            path = sibling_test(path)
+            table, path = csv_train_table(path), sibling_test(path)
             if path is None:
                 return [], np.zeros(0, np.int64), []
-        names = _csv_class_names(path, _read_csv_labels(path, header).dropna())
+            header = _csv_header(path)[0]
+        names = _csv_class_names(path, _read_csv_labels(path, header).dropna(), table)
         classes = sort_classes(names)
         index = {c: i for i, c in enumerate(classes)}
         return classes, np.bincount([index[n] for n in names], minlength=len(classes)).astype(np.int64), []

@@ -68,7 +68,7 @@ def load_splits(cfg: DataConfig, progress: Progress | None = None) -> Splits:
     full = load_source(cfg.source, cfg, split="train", progress=progress)
     notes = list(full.info.get("notes", []))
     if cfg.test_source:
-        test = load_test_source(cfg.test_source, cfg, progress=progress)
+        test = load_test_source(cfg.test_source, cfg, progress=progress, train_source=cfg.source)
         notes.append(f"test split: {cfg.test_source} ({len(test)} images)")
     else:
         test = load_source(cfg.source, cfg, split="test", progress=progress)
