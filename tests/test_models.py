@@ -221,3 +221,15 @@ def test_pretrained_efficientnet_stem_summed(tmp_path):
     torch.testing.assert_close(model.state_dict()["features.0.0.weight"],
                                src["features.0.0.weight"].sum(1, keepdim=True))
     torch.testing.assert_close(model.state_dict()["features.8.1.running_mean"], src["features.8.1.running_mean"])
+
+
+def test_cli_models_lists_the_zoo(capsys):
+    import json
+
+    from charlab.__main__ import main
+
+    assert main(["models", "lenet*", "--json"]) == 0
+    infos = json.loads(capsys.readouterr().out)
+    assert [i["name"] for i in infos] == ["lenet", "lenet_mish"] and infos[0]["params_62x28"] == 109686
+    assert main(["models", "nothing*"]) == 2
+    assert "no model matches" in capsys.readouterr().err
