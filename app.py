@@ -7,17 +7,17 @@ import streamlit as st
 
 import ui
 
-st.set_page_config(page_title="charlab", page_icon="✍️", layout="wide")
+st.set_page_config(page_title="charlab", page_icon=":material/draw:", layout="wide")
 ui.init_state()
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/dataset.py", title="Dataset", icon="📊"),
-    st.Page("pages/augment.py", title="Augmentation", icon="🔀"),
-    st.Page("pages/train.py", title="Train", icon="🚀"),
-    st.Page("pages/runs.py", title="Runs", icon="📈"),
-    st.Page("pages/errors.py", title="Errors", icon="🔍"),
-    st.Page("pages/draw.py", title="Draw", icon="✏️"),
+    st.Page("pages/home.py", title="Home", icon=ui.ICONS["home"], default=True),
+    st.Page("pages/dataset.py", title="Dataset", icon=ui.ICONS["dataset"]),
+    st.Page("pages/augment.py", title="Augmentation", icon=ui.ICONS["augment"]),
+    st.Page("pages/train.py", title="Train", icon=ui.ICONS["train"]),
+    st.Page("pages/runs.py", title="Runs", icon=ui.ICONS["runs"]),
+    st.Page("pages/errors.py", title="Errors", icon=ui.ICONS["errors"]),
+    st.Page("pages/draw.py", title="Draw", icon=ui.ICONS["draw"]),
 ]
 page = st.navigation(PAGES)
 ui.sidebar()

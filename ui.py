@@ -20,14 +20,12 @@ from charlab.config import DataConfig, from_dict, to_dict
 from charlab.errors import CharlabError
 
 ROOT = Path(__file__).resolve().parent
-# Overridable so tests (and anyone running several labs) can point the app elsewhere.
-RUNS_ROOT = Path(os.environ.get("CHARLAB_RUNS", ROOT / "runs"))
-CHECKPOINTS = Path(os.environ.get("CHARLAB_CHECKPOINTS", ROOT / "checkpoints"))
-USER_DATA = Path(os.environ.get("CHARLAB_USER_DATA", ROOT / "user_data"))
-UPLOADS = USER_DATA / "uploads"
-DRAWINGS = USER_DATA / "drawings"
 
 IMAGE_SIZES = (28, 32, 64)
+# Material icons ship with Streamlit, so they render in any browser (emoji need an emoji font).
+ICONS = {"home": ":material/home:", "dataset": ":material/bar_chart:", "augment": ":material/shuffle:",
+         "train": ":material/rocket_launch:", "runs": ":material/monitoring:", "errors": ":material/troubleshoot:",
+         "draw": ":material/draw:"}
 SOURCE_KINDS = {
     "synthetic": "Synthetic handwriting (built in)",
     "path": "Folder or zip (class per subfolder)",
@@ -36,8 +34,11 @@ SOURCE_KINDS = {
     "upload": "Upload a zip",
     "drawings": "My drawings",
 }
-SYNTH_CLASSES = {"62": "62 — digits, A–Z, a–z", "36": "36 — digits + A–Z", "digits": "10 — digits", "upper": "26 — A–Z"}
-SYNTH_PROFILES = {"balanced": "balanced", "longtail": "long tail (one class with a single image)"}
+SYNTH_CLASSES = {"62": "62: 0–9 A–Z a–z", "36": "36: 0–9 A–Z", "digits": "10: 0–9", "upper": "26: A–Z",
+                 "lower": "26: a–z"}
+SYNTH_PROFILES = {"uniform": "even", "longtail": "long tail"}
+SYNTH_N = 200  # charlab's default images per class
+SYNTH_SIZES = (30, 50, 100, 200, 400, 800)
 EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")
 
 
@@ -46,8 +47,12 @@ EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")
 def init_state() -> None:
     """Defaults of the settings every page reads; set once per session."""
     ss = st.session_state
-    ss.setdefault("runs_root", str(RUNS_ROOT))
-    ss.setdefault("drawings_dir", str(DRAWINGS))
+    # Folders are overridable (env or preset session state) so tests, or several labs, can live elsewhere.
+    ss.setdefault("runs_root", os.environ.get("CHARLAB_RUNS", str(ROOT / "runs")))
+    ss.setdefault("checkpoints_dir", os.environ.get("CHARLAB_CHECKPOINTS", str(ROOT / "checkpoints")))
+    user_data = Path(os.environ.get("CHARLAB_USER_DATA", ROOT / "user_data"))
+    ss.setdefault("uploads_dir", str(user_data / "uploads"))
+    ss.setdefault("drawings_dir", str(user_data / "drawings"))
     ss.setdefault("source", "synthetic")
     ss.setdefault("image_size", 28)
     ss.setdefault("model_ref", None)
@@ -58,7 +63,7 @@ def source() -> str:
 
 
 def runs_root() -> str:
-    return st.session_state.get("runs_root", str(RUNS_ROOT))
+    return st.session_state["runs_root"]
 
 
 def data_config(image_size: Optional[int] = None, src: Optional[str] = None) -> DataConfig:
@@ -101,11 +106,15 @@ def sidebar() -> None:
 
 def _source_widgets(kind: str) -> str:
     if kind == "synthetic":
-        c1, c2 = st.columns(2)
-        classes = c1.selectbox("Classes", list(SYNTH_CLASSES), format_func=SYNTH_CLASSES.get, key="sb_syn_classes")
-        profile = c2.selectbox("Counts", list(SYNTH_PROFILES), format_func=SYNTH_PROFILES.get, key="sb_syn_profile")
+        classes = st.selectbox("Classes", list(SYNTH_CLASSES), format_func=SYNTH_CLASSES.get, key="sb_syn_classes")
+        profile = st.selectbox("Counts per class", list(SYNTH_PROFILES), format_func=SYNTH_PROFILES.get, key="sb_syn_profile",
+                               help="long tail: one class with a single image, many small ones, a few full "
+                                    "(like the unbalanced 36-class report)")
+        n = st.select_slider("Training images per class", SYNTH_SIZES, value=SYNTH_N, key="sb_syn_n",
+                             help="Fewer images load and train faster; the test split gets a fifth as many.")
         opts = [f"classes={classes}"] if classes != "62" else []
-        opts += [f"profile={profile}"] if profile != "balanced" else []
+        opts += [f"profile={profile}"] if profile != "uniform" else []
+        opts += [f"n={n}", f"test_n={max(5, n // 5)}"] if n != SYNTH_N else []
         return "synthetic" + (":" + ",".join(opts) if opts else "")
     if kind == "path":
         return st.text_input("Path to a folder or .zip", key="sb_path",
@@ -131,17 +140,20 @@ def _source_widgets(kind: str) -> str:
 def _upload_widgets() -> str:
     from charlab.io import atomic_write_bytes
 
+    uploads = Path(st.session_state["uploads_dir"])
     up = st.file_uploader("Zip with one folder per class", type=["zip"], key="sb_upload")
     if up is not None:
-        target = UPLOADS / safe_name(up.name)
+        target = uploads / safe_name(up.name)
         if not target.exists() or target.stat().st_size != up.size:
             atomic_write_bytes(target, up.getvalue())
-        st.session_state["sb_uploaded"] = target.name
-    saved = sorted(p.name for p in UPLOADS.glob("*.zip")) if UPLOADS.is_dir() else []
+        if st.session_state.get("sb_last_upload") != (up.name, up.size):  # a new upload: select it once
+            st.session_state["sb_last_upload"] = (up.name, up.size)
+            st.session_state["sb_uploaded"] = target.name
+    saved = sorted(p.name for p in uploads.glob("*.zip")) if uploads.is_dir() else []
     if not saved:
         return ""
     name = st.selectbox("Uploaded zips", saved, key="sb_uploaded")
-    return str(UPLOADS / name)
+    return str(uploads / name)
 
 
 def safe_name(name: str) -> str:
@@ -174,7 +186,7 @@ def _model_choices(root: str, ckpt_dir: str) -> list[tuple[str, str]]:
 
 def model_choices() -> list[tuple[str, str]]:
     """(checkpoint path, label) for checkpoints/*.pt and finished runs' best.pt."""
-    return _model_choices(runs_root(), str(CHECKPOINTS))
+    return _model_choices(runs_root(), st.session_state["checkpoints_dir"])
 
 
 # ---------------------------------------------------------------- cached loaders
@@ -255,7 +267,7 @@ def _mtime(path: str) -> float:
 
 def error(e: BaseException) -> None:
     """A user-facing error in the page: the message, never a traceback."""
-    st.error(str(e) or type(e).__name__, icon="⚠️")
+    st.error(str(e) or type(e).__name__, icon=":material/error:")
 
 
 def crisp(img: np.ndarray, scale: int) -> np.ndarray:

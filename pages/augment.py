@@ -10,7 +10,7 @@ import ui
 from charlab.config import AugmentConfig, to_dict
 from charlab.errors import CharlabError
 
-st.title("🔀 Augmentation")
+st.title("Augmentation")
 st.caption("Augmentation runs on each training batch right before the forward pass. Too much of it makes "
            "training images unlike real ones, and accuracy drops — check that the characters stay readable.")
 
@@ -55,7 +55,7 @@ with ctl:
 
     c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
     st.session_state.setdefault("aug_seed", 0)
-    if c2.button("🎲 Re-roll", key="aug_reroll", width="stretch"):
+    if c2.button("Re-roll", icon=":material/casino:", key="aug_reroll", width="stretch"):
         st.session_state["aug_seed"] = int(st.session_state["aug_seed"]) + 1
     seed = c1.number_input("Seed", 0, 10**9, step=1, key="aug_seed")
     k = st.slider("Variants per image", 2, 10, 7, key="aug_k")

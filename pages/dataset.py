@@ -6,7 +6,7 @@ import streamlit as st
 import ui
 from charlab.errors import CharlabError
 
-st.title("📊 Dataset")
+st.title("Dataset")
 src = ui.source()
 if not src:
     st.info("Choose a data source in the sidebar: the built-in synthetic handwriting, a folder or zip "
@@ -29,18 +29,22 @@ c[0].metric("Classes", len(classes))
 c[1].metric("Images", f"{stats.n_images:,}")
 c[2].metric("Imbalance ratio", f"{stats.imbalance_ratio:.1f}×" if np.isfinite(stats.imbalance_ratio) else "∞",
             help="Largest class count divided by the smallest.")
-c[3].metric("Median per class", f"{float(np.median(counts)):g}")
+c[3].metric("Median per class", f"{stats.median:g}")
 c[4].metric("Skipped files", len(skipped), help="Files that could not be used; see the list below.")
 
-small = table.sort_values("count").head(5)
-st.caption("Smallest classes: " + ", ".join(f"**{r['class']}** ({r['count']})" for _, r in small.iterrows()))
+if stats.min == stats.max:
+    st.caption(f"Balanced: every class has {stats.min} images.")
+else:
+    small = table.sort_values(["count", "class"]).head(6)
+    st.caption("Smallest classes: " + ", ".join(f"**{r['class']}** ({r['count']})" for _, r in small.iterrows())
+               + f" · {int(table['below_median'].sum())} of {len(table)} classes are below the median.")
 
 # ---- counts chart, coloured by how far each class is below the median
 order = st.segmented_control("Sort by", ["count", "name"], default="count", required=True, key="ds_sort",
                              persist_state="session")
 shown = table.sort_values(["count", "class"], ascending=[False, True]) if order == "count" else table
-median = float(np.median(counts))
-below = np.clip((median - shown["count"].to_numpy()) / median, 0, 1) if median > 0 else np.zeros(len(shown))
+median = stats.median
+below = (shown["deficit"].to_numpy() / median) if median > 0 else np.zeros(len(shown))  # 0 = at/above the median
 fig = go.Figure(go.Bar(
     x=shown["class"].astype(str), y=shown["count"],
     marker=dict(color=below, colorscale=[[0, "#4C78A8"], [0.35, "#F2B701"], [1, "#E45756"]], cmin=0, cmax=1,

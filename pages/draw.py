@@ -17,7 +17,7 @@ from charlab.errors import CharlabError
 CANVAS_PX = 280
 INK_LEVEL = 40  # an RGB channel above this counts as ink (white pen on a black background)
 
-st.title("✏️ Draw")
+st.title("Draw")
 choices = ui.model_choices()
 if not choices:
     st.info("No model yet: train one on the **Train** page, or put a checkpoint in checkpoints/.")
@@ -38,7 +38,7 @@ with left:
     canvas = st_canvas(stroke_width=pen, stroke_color="#FFFFFF", background_color="#000000",
                        height=CANVAS_PX, width=CANVAS_PX, drawing_mode="freedraw", return_image_data=True,
                        key=f"draw_canvas_{st.session_state['draw_n']}")
-    if st.button("🧹 Clear", key="draw_clear"):
+    if st.button("Clear", icon=":material/ink_eraser:", key="draw_clear"):
         st.session_state["draw_n"] += 1  # a fresh key remounts an empty canvas
         st.rerun()
 
@@ -79,16 +79,16 @@ with mid:
 with right:
     s = seen.shape[0]
     g1, g2 = st.columns(2)
-    g1.plotly_chart(ui.heatmap_overlay(seen, title=f"what the model sees ({s}×{s})", size=190), width="content",
+    g1.plotly_chart(ui.heatmap_overlay(seen, title=f"model input {s}×{s}", size=190), width="content",
                     key="draw_seen")
-    g2.plotly_chart(ui.heatmap_overlay(seen, cam, title=f"Grad-CAM for {best!r}", size=190), width="content",
+    g2.plotly_chart(ui.heatmap_overlay(seen, cam, title=f"Grad-CAM ({best})", size=190), width="content",
                     key="draw_cam")
 
     st.markdown("**Add this drawing to my dataset**")
     with st.form("draw_save", border=False, clear_on_submit=True):
         f1, f2 = st.columns([1, 1], vertical_alignment="bottom")
         label = f1.text_input("Its true label", max_chars=8, placeholder=best, key="draw_label")
-        save = f2.form_submit_button("💾 Save drawing")
+        save = f2.form_submit_button("Save drawing", icon=":material/save:")
     if save:
         label = (label or "").strip()
         if not label or not re.fullmatch(r"[A-Za-z0-9_-]+", label):

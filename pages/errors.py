@@ -7,11 +7,11 @@ import streamlit as st
 import ui
 from charlab.errors import CharlabError
 
-st.title("🔍 Errors")
+st.title("Errors")
 choices = ui.model_choices()
 if not choices:
     st.info("No model to inspect yet. Train one on the **Train** page (or put a checkpoint in checkpoints/).")
-    st.page_link("pages/train.py", label="Go to Train", icon="🚀")
+    st.page_link("pages/train.py", label="Go to Train", icon=ui.ICONS["train"])
     st.stop()
 refs, labels = [r for r, _ in choices], dict(choices)
 active = st.session_state.get("model_ref")
@@ -52,7 +52,7 @@ m[3].metric("Images", f"{s['n']:,}")
 m[4].metric("Errors", f"{s['errors']:,}")
 st.caption(f"`{src}` · {split} split · model `{interp.model_name}`")
 for note in s["notes"]:
-    st.caption("ℹ️ " + note)
+    st.caption(":material/info: " + note)
 
 train_ref = splits.train  # class examples come from the training images
 

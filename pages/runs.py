@@ -11,10 +11,10 @@ from charlab.errors import CharlabError
 from charlab.runs import delete_run, list_runs, read_config, read_metrics, resume_run, stop_run
 
 ACTIVE = ("running", "queued")
-STATE_ICON = {"running": "🟢", "queued": "⏳", "done": "✅", "stopped": "⏹️", "failed": "❌", "interrupted": "⚠️"}
+STATE_ICON = {"running": "●", "queued": "…", "done": "✓", "stopped": "■", "failed": "✗", "interrupted": "!"}
 REFRESH_S = 2.0
 
-st.title("📈 Runs")
+st.title("Runs")
 root = ui.runs_root()
 try:
     runs = list_runs(root)
@@ -25,7 +25,7 @@ if not runs:
     st.info("No runs yet. Start one on the **Train** page: it trains in the background, and its curves "
             "appear here live. From a terminal: `python -m charlab train --source synthetic --model "
             "kaggle_cnn --epochs 10 --background`.")
-    st.page_link("pages/train.py", label="Go to Train", icon="🚀")
+    st.page_link("pages/train.py", label="Go to Train", icon=ui.ICONS["train"])
     st.stop()
 
 by_id = {r.id: r for r in runs}
@@ -36,11 +36,19 @@ selected = st.multiselect("Runs to plot", ids, default=default[:6], key="runs_se
 live = any(r.state in ACTIVE for r in runs)
 
 
+def epoch_text(r) -> str:
+    text = f"{r.epoch}/{r.epochs}"
+    step, steps = r.status.get("step"), r.status.get("steps")
+    if r.state == "running" and step and steps:  # within-epoch progress from the heartbeat
+        text += f" (+{min(step / steps, 1):.0%})"
+    return text
+
+
 def runs_table(runs) -> None:
     st.dataframe(
         [{"run": r.id, "state": f"{STATE_ICON.get(r.state, '')} {r.state}"
           + (f" (#{r.queue_position})" if r.state == "queued" and r.queue_position else ""),
-          "epoch": f"{r.epoch}/{r.epochs}", "best val acc": r.best_val_acc, "best macro-F1": r.best_val_macro_f1,
+          "epoch": epoch_text(r), "best val acc": r.best_val_acc, "best macro-F1": r.best_val_macro_f1,
           "duration": ui.fmt_duration(r.duration_s), "model": r.model, "source": r.source} for r in runs],
         hide_index=True,
         column_config={
@@ -111,19 +119,19 @@ with act:
     r = by_id[run_id]
     b1, b2, b3 = st.columns(3)
     try:
-        if b1.button("⏹ Stop", key="runs_stop", disabled=r.state not in ACTIVE, width="stretch",
+        if b1.button("Stop", icon=":material/stop:", key="runs_stop", disabled=r.state not in ACTIVE, width="stretch",
                      help="Finishes the current batch, saves last.pt and ends 'stopped'."):
             stop_run(r.run_dir)
             st.toast(f"Asked {run_id} to stop.")
             st.rerun()
-        if b2.button("▶ Resume", key="runs_resume", disabled=r.state in ACTIVE or r.state == "done", width="stretch",
+        if b2.button("Resume", icon=":material/play_arrow:", key="runs_resume", disabled=r.state in ACTIVE or r.state == "done", width="stretch",
                      help="Continues from last.pt with the same curves."):
             resume_run(r.run_dir)
             st.toast(f"Resumed {run_id}.")
             st.rerun()
         confirm = st.checkbox("I want to delete this run and its checkpoints", key="runs_confirm",
                               disabled=r.state in ACTIVE)
-        if b3.button("🗑 Delete", key="runs_delete", disabled=not confirm or r.state in ACTIVE, width="stretch"):
+        if b3.button("Delete", icon=":material/delete:", key="runs_delete", disabled=not confirm or r.state in ACTIVE, width="stretch"):
             delete_run(r.run_dir)
             st.toast(f"Deleted {run_id}.")
             st.rerun()

@@ -6,7 +6,7 @@ import ui
 from charlab.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig, from_dict
 from charlab.errors import CharlabError
 
-st.title("🚀 Train")
+st.title("Train")
 src = ui.source()
 if not src:
     st.info("Choose a data source in the sidebar first.")
@@ -57,14 +57,20 @@ with st.form("train_form", border=True):
         schedule = a2.selectbox("LR schedule", ["onecycle", "cosine", "constant"], key="tr_sched")
         smoothing = a3.number_input("Label smoothing", 0.0, 0.5, defaults.label_smoothing, 0.05, key="tr_smooth")
         max_minutes = a4.number_input("Time budget (minutes, 0 = none)", 0.0, 1440.0, 0.0, 1.0, key="tr_minutes")
-    submitted = st.form_submit_button("🚀 Launch", type="primary")
+    submitted = st.form_submit_button("Launch", icon=ui.ICONS["train"], type="primary")
 
-try:
-    info = model_info(model)
-    st.caption(f"**{model}**: {info.get('description', '')} — {info.get('params', 0):,} parameters"
-               if isinstance(info, dict) else f"**{model}**: {info}")
-except CharlabError:
-    pass
+
+
+@st.cache_data(max_entries=1, show_spinner="Building each model once to count its parameters…")
+def model_table(names: tuple[str, ...]) -> list[dict]:
+    return [{"model": m, "parameters (62 classes, 28×28)": model_info(m).get("params_62x28"),
+             "what it is": model_info(m).get("description", ""), "from": model_info(m).get("report") or ""}
+            for m in names]
+
+
+# Counting parameters builds every model (EfficientNet takes seconds), so only on request.
+if st.toggle("Describe the models", key="tr_about"):
+    st.dataframe(model_table(tuple(models)), hide_index=True)
 
 if submitted:
     augment = from_dict(AugmentConfig, st.session_state["aug_custom"]) if aug == CUSTOM else get_preset(aug)
@@ -89,10 +95,10 @@ if last:
     run_id, state, place = last
     if state == "queued":
         st.success(f"Run **{run_id}** is queued (place {place} in the queue); it starts by itself when the "
-                   "runs ahead of it finish.", icon="⏳")
+                   "runs ahead of it finish.", icon=":material/schedule:")
     else:
-        st.success(f"Run **{run_id}** started in the background.", icon="🚀")
-    st.page_link("pages/runs.py", label="Watch it learn on the Runs page", icon="📈")
+        st.success(f"Run **{run_id}** started in the background.", icon=ui.ICONS["train"])
+    st.page_link("pages/runs.py", label="Watch it learn on the Runs page", icon=ui.ICONS["runs"])
 
 st.subheader("Queue")
 try:

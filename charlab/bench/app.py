@@ -1,0 +1,179 @@
+"""The app: cold start to the first rendered page, and the Draw page's prediction latency.
+
+Cold start is measured three ways, each in fresh processes (streamlit only ever runs in a
+subprocess here; charlab itself never imports it):
+- baseline: `python -c "import streamlit"`, the floor any Streamlit app pays;
+- AppTest: a fresh interpreter that imports streamlit's test harness and runs the landing page
+  of app.py to the end (sidebar included);
+- browser (when Chromium and Playwright are installed): `streamlit run app.py` is started and a
+  headless Chromium waits for the landing page's script run to finish; the clock starts with the
+  server process.
+The per-page figures are each page's first run in one AppTest session (data and model loads
+included; the disk caches of charlab are warm after the first bench run).
+
+Prediction latency is what the Draw page does after a stroke: preprocess the canvas image,
+predict the top-5 and compute Grad-CAM with a cached model, against the obvious alternative of
+loading the checkpoint for every prediction.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ..errors import CharlabError
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ("pages/dataset.py", "pages/augment.py", "pages/train.py", "pages/runs.py", "pages/errors.py",
+         "pages/draw.py")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "default.pt"),
+                   help="model for the prediction latency (default: the shipped checkpoints/default.pt)")
+    p.add_argument("--repeats", type=int, default=3, help="cold starts per method (median reported)")
+    p.add_argument("--predictions", type=int, default=50, help="predictions timed per method")
+    p.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
+    p.add_argument("--no-pages", action="store_true", help="skip the per-page first-run figures")
+
+
+def _wall(cmd: list[str], timeout: float = 180) -> float:
+    t = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise CharlabError(f"{' '.join(cmd[:3])} … failed:\n{out.stderr[-1500:]}")
+    return time.perf_counter() - t
+
+
+_APPTEST_LANDING = ("from streamlit.testing.v1 import AppTest\n"
+                    "at = AppTest.from_file('app.py', default_timeout=120); at.run()\n"
+                    "assert not at.exception, [e.value for e in at.exception]\n")
+
+_APPTEST_PAGES = """
+import json, sys, time
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file('app.py', default_timeout=300); at.run()
+out = {}
+for page in sys.argv[1:]:
+    at.switch_page(page)
+    t = time.perf_counter(); at.run(); out[page] = time.perf_counter() - t
+    if at.exception:
+        out[page + ' error'] = at.exception[0].value[:300]
+print(json.dumps(out))
+"""
+
+
+def _browser_cold_start(timeout: float = 120) -> float | None:
+    chromium = "/usr/bin/chromium"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not Path(chromium).exists():
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=args, headless=True)
+        page = browser.new_page()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                                 "--server.port", str(port), "--server.address", "127.0.0.1",
+                                 "--browser.gatherUsageStats", "false"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            while True:
+                try:
+                    if urllib.request.urlopen(url + "/_stcore/health", timeout=1).status == 200:
+                        break
+                except OSError:
+                    time.sleep(0.05)
+                if time.perf_counter() - t0 > timeout or proc.poll() is not None:
+                    raise CharlabError("streamlit run did not start for the browser cold-start measurement")
+            page.goto(url)
+            page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning] h1",
+                                   timeout=timeout * 1000)
+            return time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            browser.close()
+
+
+def _drawing():
+    """A white "7" on a black 280×280 canvas, as the Draw page receives it."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (280, 280), "black")
+    ImageDraw.Draw(im).line([(70, 62), (210, 62), (126, 224)], fill="white", width=20, joint="curve")
+    return im
+
+
+def _latency(checkpoint: str, n: int) -> dict:
+    from ..predict import load_predictor
+
+    if not Path(checkpoint).exists():
+        raise CharlabError(f"no checkpoint at {checkpoint}; train the default one (see README) or pass --checkpoint")
+    img = _drawing()
+    pred = load_predictor(checkpoint)
+
+    def stroke():  # what the Draw page runs after every stroke
+        top = pred.predict_images([img], top_k=5)
+        seen = pred.prepare(img)
+        pred.saliency(seen, "grad_cam")
+        return top
+
+    def predict_only():
+        return pred.predict_images([img], top_k=5)
+
+    def reload_each_time():
+        return load_predictor(checkpoint).predict_images([img], top_k=5)
+
+    out = {}
+    for name, fn, reps in (("stroke_ms", stroke, n), ("predict_ms", predict_only, n),
+                           ("reload_per_prediction_ms", reload_each_time, max(5, n // 5))):
+        fn()  # warm-up
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        out[name] = round(statistics.median(times), 2)
+    out["reload_slowdown"] = round(out["reload_per_prediction_ms"] / out["predict_ms"], 1)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    py = sys.executable
+    res: dict = {"machine": f"{os.cpu_count()}-core CPU", "python": sys.version.split()[0]}
+    res["import_streamlit_s"] = round(statistics.median(
+        _wall([py, "-c", "import streamlit"]) for _ in range(args.repeats)), 3)
+    res["apptest_landing_s"] = round(statistics.median(
+        _wall([py, "-c", _APPTEST_LANDING]) for _ in range(args.repeats)), 3)
+    res["landing_over_baseline_s"] = round(res["apptest_landing_s"] - res["import_streamlit_s"], 3)
+    res["import_torch_s"] = round(_wall([py, "-c", "import torch"]), 3)  # what the landing page avoids
+    if not args.no_browser:
+        times = [t for t in (_browser_cold_start() for _ in range(args.repeats)) if t is not None]
+        res["browser_cold_start_s"] = round(statistics.median(times), 3) if times else None
+    if not args.no_pages:
+        import json
+
+        out = subprocess.run([py, "-c", _APPTEST_PAGES, *PAGES], cwd=ROOT, capture_output=True, text=True,
+                             timeout=900)
+        if out.returncode != 0:
+            raise CharlabError(f"page timing failed:\n{out.stderr[-1500:]}")
+        for page, v in json.loads(out.stdout.strip().splitlines()[-1]).items():
+            res[f"first_run_{Path(page.split()[0]).stem}" + ("_error" if " error" in page else "_s")] = \
+                v if isinstance(v, str) else round(v, 3)
+    res.update(_latency(args.checkpoint, args.predictions))
+    return res
