@@ -140,6 +140,17 @@ def test_other_input_sizes_reach_the_same_head():
     assert model(torch.rand(2, 1, 32, 40)).shape == (2, 10)
 
 
+def test_resnet_stems_set_the_feature_map_size():
+    sizes = {}
+    for stem in ("pool", "small", "imagenet"):
+        model = create_model("resnet18", 10, stem=stem).eval()
+        maps = []
+        model.cam_layer.register_forward_hook(lambda mod, args, out: maps.append(out.shape[-2:]))
+        model(torch.rand(1, 1, 28, 28))
+        sizes[stem] = tuple(maps[0])
+    assert sizes == {"pool": (2, 2), "small": (4, 4), "imagenet": (1, 1)}  # 28 -> /14, /7, /28
+
+
 def test_replace_head_and_freezing():
     model = create_model("lenet", 62)
     body_before = [p for p in body_parameters(model)]
