@@ -77,7 +77,9 @@ def to_gray(img: Image.Image, cfg: DataConfig) -> tuple[np.ndarray, bool]:
         img, mode = Image.alpha_composite(white, rgba).convert("RGB"), "RGB"
     if mode.startswith("I") or mode == "F":
         return _numeric_to_uint8(img), False
-    if cfg.grayscale or mode == "L":
+    if mode == "L":
+        return np.asarray(img), False
+    if cfg.grayscale:
         return np.asarray(img.convert("L")), False
     rgb = np.asarray(img.convert("RGB")).astype(np.int16)  # H×W×3
     bg = np.median(np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]), axis=0).astype(np.int16)
@@ -86,26 +88,30 @@ def to_gray(img: Image.Image, cfg: DataConfig) -> tuple[np.ndarray, bool]:
 
 def orient(a: np.ndarray, cfg: DataConfig, ink_bright: bool = False) -> np.ndarray:
     """Gray uint8 H×W -> ink bright on a zero background, peak stretched to 255 (all zero if blank)."""
-    border_level = int(np.median(_border(a))) if a.shape[0] > 1 and a.shape[1] > 1 else int(a.min())
+    border = _border(a) if a.shape[0] > 1 and a.shape[1] > 1 else a.ravel()
+    mid = len(border) // 2
+    level = int(np.partition(border, mid)[mid])  # the border's median: the paper, whatever the ink does
     if cfg.invert == "yes":
         flip = True
     elif cfg.invert == "no" or ink_bright:
         flip = False
     else:  # auto: a background lighter than the middle of the range means dark ink on light paper
-        flip = border_level > (int(a.min()) + int(a.max())) / 2
+        flip = level > (int(a.min()) + int(a.max())) / 2
     if flip:
         a = 255 - a
-        border_level = 255 - border_level
+        level = 255 - level
     if cfg.invert != "auto":
-        border_level = 0  # forced polarity: trust the user's claim, even where the border is inky
-    ink = a.astype(np.int16) - border_level  # the background becomes 0 whatever its grey level
-    np.clip(ink, 0, 255, out=ink)
-    peak = int(ink.max())
+        level = 0  # forced polarity: trust the user's claim, even where the border is inky
+    if level > 0:  # grey paper: its level becomes 0
+        ink = np.subtract(a, level, dtype=np.int16)
+        np.clip(ink, 0, 255, out=ink)
+        a = ink.astype(np.uint8)
+    peak = int(a.max())
     if peak < _BLANK_PEAK:
         return np.zeros(a.shape, np.uint8)
     if peak < 255:
-        ink = (ink.astype(np.int32) * 255 + peak // 2) // peak
-    return ink.astype(np.uint8)
+        a = ((a.astype(np.uint16) * 255 + peak // 2) // peak).astype(np.uint8)
+    return a
 
 
 def ink_bbox(ink: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -113,11 +119,14 @@ def ink_bbox(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     peak = int(ink.max())
     if peak == 0:
         return None
-    mask = ink > max(peak * _INK_LEVEL, 0)
+    mask = ink > peak * _INK_LEVEL
     rows = mask.sum(axis=1)
     cols = mask.sum(axis=0)
     total = int(rows.sum())
-    cut = total * _SPECK_MASS if total >= 500 else 0  # only big drawings can afford to lose a speck
+    if total < 500:  # small drawings cannot afford to lose a speck: the plain bounding box
+        r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+        return int(r[0]), int(r[-1]), int(c[0]), int(c[-1])
+    cut = total * _SPECK_MASS
 
     def span(counts: np.ndarray) -> tuple[int, int]:
         c = np.cumsum(counts)
@@ -172,7 +181,8 @@ def reduce_large(img: Image.Image, size: int) -> Image.Image:
 
 def preprocess_image(img: Image.Image, cfg: DataConfig) -> np.ndarray:
     """Any Pillow image -> uint8 S×S, ink bright on dark (see the module docstring for the steps)."""
-    img = ImageOps.exif_transpose(img) if img.format == "JPEG" else img  # phone photos store rotation in EXIF
+    if img.format == "JPEG" and img.getexif().get(0x0112, 1) != 1:  # phone photos store their rotation in EXIF
+        img = ImageOps.exif_transpose(img)
     img = reduce_large(img, cfg.image_size)
     gray, ink_bright = to_gray(img, cfg)
     return preprocess_array(gray, cfg, ink_bright=ink_bright)
