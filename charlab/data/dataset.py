@@ -52,6 +52,21 @@ class CharDataset:
             info=info,
         )
 
+    def select_classes(self, names: Sequence[str]) -> "CharDataset":
+        """Only the images of `names` (in that order), relabelled 0..len(names)-1."""
+        where = {c: i for i, c in enumerate(self.classes)}
+        missing = [n for n in names if n not in where]
+        if missing:
+            raise KeyError(f"classes not in the dataset: {', '.join(missing)}")
+        remap = torch.full((self.num_classes,), -1, dtype=torch.int64)
+        for new, name in enumerate(names):
+            remap[where[name]] = new
+        keep = torch.nonzero(remap[self.labels] >= 0).flatten()
+        out = self.subset(keep)
+        out.labels = remap[out.labels]
+        out.classes = list(names)
+        return out
+
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 N×1×H×W -> float32 in [0, 1]; the model input scale everywhere in charlab."""
