@@ -153,8 +153,17 @@ def true_state(status: dict, run_dir: Path, now: Optional[float] = None) -> tupl
     return ("failed", tb) if tb and not alive else ("interrupted", None)
 
 
-def run_info(run_dir: RunRef, *, queue_position: Optional[int] = None) -> RunInfo:
-    d = _dir_of(run_dir)
+def run_info(run_dir: RunRef) -> RunInfo:
+    """The run's RunInfo with its true state (and its place in the queue when queued)."""
+    info = _info(_dir_of(run_dir))
+    if info.state == "queued":
+        queued = sorted((i for i in map(_info, _run_dirs(info.run_dir.parent)) if i.state == "queued"),
+                        key=_queue_key)
+        info.queue_position = next((n for n, i in enumerate(queued, 1) if i.run_dir == info.run_dir), None)
+    return info
+
+
+def _info(d: Path) -> RunInfo:
     st = read_status(d)
     state, err = true_state(st, d)
     best = st.get("best_metrics") or {}
@@ -162,7 +171,7 @@ def run_info(run_dir: RunRef, *, queue_position: Optional[int] = None) -> RunInf
                    epochs=int(st.get("epochs") or 0), best_val_acc=best.get("val_acc"),
                    best_val_macro_f1=best.get("val_macro_f1"), duration_s=st.get("elapsed_s"),
                    source=st.get("source", ""), model=st.get("model", ""), created=float(st.get("created") or 0),
-                   queue_position=queue_position if state == "queued" else None, pid=st.get("pid"),
+                   pid=st.get("pid"),
                    best_epoch=int(st.get("best_epoch") or 0), error_tail=err, test_metrics=st.get("test_metrics"),
                    sweep=st.get("sweep"), status=st)
 
@@ -179,7 +188,7 @@ def list_runs(root: str | os.PathLike = "runs", *, kick: bool = True) -> list[Ru
     first when slots are free (`kick`), so a queue whose trainer crashed still drains."""
     if kick:
         kick_queue(root)
-    infos = [run_info(d) for d in _run_dirs(root)]
+    infos = [_info(d) for d in _run_dirs(root)]
     queued = sorted((i for i in infos if i.state == "queued"), key=_queue_key)
     for pos, info in enumerate(queued, 1):
         info.queue_position = pos
@@ -405,7 +414,7 @@ def kick_queue(root: str | os.PathLike = "runs", max_parallel: Optional[int] = N
         return []
     started: list[Path] = []
     with _queue_lock(root):
-        infos = [run_info(d) for d in _run_dirs(root)]
+        infos = [_info(d) for d in _run_dirs(root)]
         queued = sorted((i for i in infos if i.state == "queued"), key=_queue_key)
         if not queued:
             return []

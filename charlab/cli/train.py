@@ -113,8 +113,8 @@ class _TqdmProgress:
     (data loading, then training). Off when stderr is not a terminal (a background run's
     train.log gets one line per epoch instead of carriage-return noise)."""
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.last = enabled, None, 0.0
+    def __init__(self, enabled: bool, stream=None):
+        self.enabled, self.bar, self.last, self.stream = enabled, None, 0.0, stream or sys.stdout
 
     def __call__(self, done: int, total: int, msg: str) -> None:
         if not self.enabled:
@@ -135,7 +135,7 @@ class _TqdmProgress:
         if self.bar is not None:
             self.bar.write(line)
         else:
-            print(line, flush=True)
+            print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -169,7 +169,9 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = runs.create_run(cfg, args.root, state="running")
     elif env.is_main and not args.resume and not (run_dir / runs.CONFIG).exists():
         run_dir = runs.create_run(cfg, run_dir=run_dir, state="running")
-    bar = _TqdmProgress(enabled=env.is_main and sys.stderr.isatty() and not args.json)
+    # with --json, stdout carries only the JSON result; the per-epoch lines go to stderr
+    bar = _TqdmProgress(enabled=env.is_main and sys.stderr.isatty() and not args.json,
+                        stream=sys.stderr if args.json else sys.stdout)
     log = bar.write if env.is_main else (lambda line: None)
     if env.is_main:
         log(f"run {run_dir}")
