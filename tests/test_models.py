@@ -3,6 +3,7 @@ backward-tested at 28×28 and at a digit-sum-like 28×112, plus the registry's c
 temperatures, head replacement and loading ImageNet weights from a local file."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,10 @@ def test_bad_options_say_what_the_model_takes():
         create_model("lenet", 0)
     with pytest.raises(CharlabError, match="image_size"):
         create_model("lenet", 10, image_size=(28, 28, 28))
+    with pytest.raises(CharlabError, match="image_size"):
+        create_model("lenet", 10, image_size=28.0)
+    # Integers from label arithmetic or a shape (numpy, torch.Size) are fine.
+    assert create_model("lenet", np.int64(3), image_size=torch.Size([28, 56])).head.out_features == 3
     with pytest.raises(CharlabError, match="too small"):
         create_model("kaggle_cnn", 10, image_size=16)
     # ModelConfig.pretrained is None by default and passed through for every model.

@@ -3,7 +3,7 @@
     @register_model
     def lenet(num_classes, in_chans=1, image_size=28, *, activation="relu", temperature=1.0): ...
 
-One tiny builder per variant. A builder's keyword-only parameters are the model's options:
+One tiny builder per variant; it receives image_size as an (H, W) tuple. A builder's keyword-only parameters are the model's options:
 their defaults are what `model_info` reports, and `create_model` rejects any other option
 with the list of valid ones. Every non-underscore module of this package is imported at the
 end of this file, so a new family (charnet.py) only has to exist to be registered.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import operator
 import pkgutil
 from functools import lru_cache
 from typing import Callable, Iterator, Optional
@@ -26,6 +27,7 @@ from torch import nn
 
 from ..errors import CharlabError
 from ..registry import Registry
+from ._layers import image_hw
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 _META: dict[str, dict] = {}  # name -> {"report", "supports_non_square"}; written only at import time
@@ -64,14 +66,24 @@ def model_options(name: str) -> dict:
     return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
+def _positive_int(what: str, value) -> int:
+    """numpy and 0-d tensor integers pass (they come from label arithmetic); bools and floats do not."""
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else -1
+    except TypeError:
+        n = -1
+    if n < 1:
+        raise CharlabError(f"{what} must be a positive integer, got {value!r}")
+    return n
+
+
 def create_model(name: str, num_classes: int, in_chans: int = 1, image_size: int | tuple[int, int] = 28,
                  **kwargs) -> nn.Module:
     """Build model `name` for `num_classes` classes on in_chans×H×W images, in train mode."""
     builder = MODELS.get(name)  # unknown name -> UnknownNameError listing the valid ones
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise CharlabError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-        raise CharlabError(f"in_chans must be a positive integer, got {in_chans!r}")
+    num_classes = _positive_int("num_classes", num_classes)
+    in_chans = _positive_int("in_chans", in_chans)
+    image_size = image_hw(image_size)  # builders always receive (H, W)
     options = model_options(name)
     if kwargs.get("pretrained", "") is None and "pretrained" not in options:
         # ModelConfig.pretrained defaults to None, and callers pass it through for every model.

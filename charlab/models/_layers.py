@@ -8,6 +8,7 @@ so the trainer, fine-tuning, freezing and Grad-CAM need one code path, not one p
 """
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
@@ -91,15 +92,18 @@ def fc_block(fin: int, fout: int, *, act: str = "relu", dropout: float = 0.0, bn
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     """28 -> (28, 28); (28, 112) stays; anything else is a CharlabError."""
-    if isinstance(image_size, bool):
-        raise CharlabError(f"image_size must be an int or (height, width), got {image_size!r}")
-    if isinstance(image_size, int):
-        hw = (image_size, image_size)
-    else:
+    def as_int(v) -> int:  # numpy ints from a shape pass; 28.0, "28" and True do not
+        if isinstance(v, (bool, str)):
+            raise TypeError
+        return operator.index(v)
+
+    try:
         try:
-            hw = tuple(int(v) for v in image_size)
-        except (TypeError, ValueError):
-            raise CharlabError(f"image_size must be an int or (height, width), got {image_size!r}") from None
+            hw = (as_int(image_size),) * 2
+        except TypeError:
+            hw = tuple(as_int(v) for v in image_size)
+    except TypeError:
+        raise CharlabError(f"image_size must be an int or (height, width), got {image_size!r}") from None
     if len(hw) != 2 or min(hw) < 1:
         raise CharlabError(f"image_size must be a positive int or (height, width), got {image_size!r}")
     return hw  # type: ignore[return-value]
