@@ -159,11 +159,18 @@ def test_blur_matches_a_gaussian_kernel():
     x = torch.zeros(1, 1, 21, 31)
     x[0, 0, 10, 15] = 1.0
     y = augment_batch(x, AugmentConfig(blur_sigma=(1.5, 1.5), blur_p=1.0), gen())
-    d = torch.arange(-10.0, 11.0)
+    x2 = x.expand(3, 1, 21, 31).clone()
+    x2[2] = 0
+    y2, params = augment_batch_with_params(x2, AugmentConfig(blur_sigma=(0.5, 2.0), blur_p=1.0), gen(1))
+    assert torch.allclose(y2.sum((1, 2, 3)), torch.tensor([1.0, 1.0, 0.0]), atol=1e-5)  # mass kept per image
+    assert params[0]["blur"] != params[1]["blur"]
+    peak = y2[:2].amax((1, 2, 3))
+    assert (peak[0] > peak[1]) == (params[0]["blur"] < params[1]["blur"])  # wider sigma, lower peak
+    d = torch.arange(-5.0, 6.0)  # the kernel reaches 3 sigma, rounded up
     g = torch.exp(-(d**2) / (2 * 1.5**2))
     g = g / g.sum()
     expected = torch.zeros(21, 31)
-    expected[:, 5:26] = g[:, None] * g[None, :]
+    expected[5:16, 10:21] = g[:, None] * g[None, :]
     assert torch.allclose(y[0, 0], expected, atol=1e-6)
 
 

@@ -1,0 +1,181 @@
+"""Augmentation: charlab's batched augment_batch against a per-sample torchvision.transforms.v2 pipeline.
+
+Two figures, measured in the same run:
+- throughput: augmented images/s of `augment_batch` on whole batches in the training process,
+  against an equivalent torchvision.transforms.v2 pipeline applied per sample in a DataLoader
+  with worker processes (the usual way, and the usual bottleneck on a 2-core machine);
+- training overhead: one training step (forward, backward, optimizer) of kaggle_cnn with the
+  batch augmented right before the forward pass, against the same step without augmentation.
+
+Timings are steady state (workers started and warm, a few warm-up steps first); the training
+steps with and without augmentation are interleaved so background load hits both alike.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="strong", help="augmentation preset (default strong)")
+    p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    p.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the training process (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the torchvision pipeline (default 2)")
+    p.add_argument("--images", type=int, default=4096, help="images per throughput measurement (default 4096)")
+    p.add_argument("--steps", type=int, default=8, help="timed training steps each way (default 8)")
+    p.add_argument("--model", default="kaggle_cnn", help="model of the training-step figure (default kaggle_cnn)")
+
+
+def _ink_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """uint8 n×1×S×S strokes (random bars and rings); the timings do not depend on the content."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    p = torch.rand(n, 4, generator=g)
+    cy, cx = (0.3 + 0.4 * p[:, 0]) * size, (0.3 + 0.4 * p[:, 1]) * size
+    r = (0.15 + 0.15 * p[:, 2]) * size
+    dist = ((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2).sqrt()
+    ring = (dist - r[:, None, None]).abs() < size / 14
+    bar = ((xx - cx[:, None, None]).abs() < size / 14) & (p[:, 3, None, None] > 0.5)
+    return ((ring | bar).float() * 255).to(torch.uint8)[:, None]
+
+
+def _stroke_per_sample(x: torch.Tensor) -> torch.Tensor:
+    # torchvision has no stroke-width transform; this is what a per-sample pipeline would add
+    return F.max_pool2d(x[None], 3, 1, 1)[0]
+
+
+def torchvision_pipeline(cfg):
+    """The closest torchvision.transforms.v2 per-sample pipeline to an AugmentConfig. Rotation,
+    shear, zoom and shift go in ONE RandomAffine (one warp, torchvision's fastest way)."""
+    import math
+
+    from ..compat import tv_transforms_v2
+
+    v2 = tv_transforms_v2()
+    shear = [math.degrees(math.atan(v)) for v in (*cfg.shear_x, *cfg.shear_y)]
+    ops = [v2.ToDtype(torch.float32, scale=True)]
+    if cfg.stroke_p > 0:
+        ops.append(v2.RandomApply([v2.Lambda(_stroke_per_sample)], p=cfg.stroke_p))
+    geo_p = 1 - (1 - cfg.rotate_p) * (1 - cfg.shear_p) * (1 - cfg.scale_p) * (1 - cfg.shift_p)
+    if geo_p > 0:
+        ops.append(v2.RandomApply([v2.RandomAffine(degrees=tuple(cfg.rotate), translate=(cfg.shift, cfg.shift),
+                                                   scale=tuple(cfg.scale), shear=shear)], p=geo_p))
+    if cfg.perspective_p > 0:
+        ops.append(v2.RandomPerspective(distortion_scale=2 * cfg.perspective, p=cfg.perspective_p))
+    if cfg.elastic_p > 0:
+        ops.append(v2.RandomApply([v2.ElasticTransform(alpha=30.0, sigma=cfg.elastic_sigma)], p=cfg.elastic_p))
+    if cfg.blur_p > 0:
+        ops.append(v2.RandomApply([v2.GaussianBlur(5, sigma=tuple(cfg.blur_sigma))], p=cfg.blur_p))
+    if cfg.noise_p > 0:
+        ops.append(v2.RandomApply([v2.GaussianNoise(sigma=cfg.noise_std)], p=cfg.noise_p))
+    if cfg.erase_p > 0:
+        ops.append(v2.RandomErasing(p=cfg.erase_p, scale=tuple(cfg.erase_frac)))
+    return v2.Compose(ops)
+
+
+class _TransformedImages(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.images[i])
+
+
+def _torchvision_img_s(images: torch.Tensor, cfg, batch: int, workers: int) -> float:
+    loader = torch.utils.data.DataLoader(_TransformedImages(images, torchvision_pipeline(cfg)), batch_size=batch,
+                                         num_workers=workers, persistent_workers=workers > 0, shuffle=False)
+    for _ in loader:  # warm-up pass: workers started, imports done
+        pass
+    t = time.perf_counter()
+    n = sum(len(b) for b in loader)
+    return n / (time.perf_counter() - t)
+
+
+def _charlab_img_s(images: torch.Tensor, cfg, batch: int) -> float:
+    from ..augment import augment_batch
+    from ..data.dataset import to_float
+
+    g = torch.Generator().manual_seed(0)
+    augment_batch(to_float(images[:batch]), cfg, g)  # warm-up
+    t = time.perf_counter()
+    n = 0
+    for i in range(0, len(images), batch):
+        n += len(augment_batch(to_float(images[i : i + batch]), cfg, g))
+    return n / (time.perf_counter() - t)
+
+
+def _train_steps(model_name: str, images: torch.Tensor, cfg, steps: int) -> dict:
+    from ..augment import augment_batch
+    from ..data.dataset import to_float
+    from ..models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=62, image_size=images.shape[-1]).to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    labels = torch.randint(0, 62, (len(images),), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+
+    def step(augment: bool) -> float:
+        t = time.perf_counter()
+        x = to_float(images)  # B×1×S×S
+        if augment:
+            x = augment_batch(x, cfg, g)
+        loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t
+
+    def aug_only() -> float:
+        t = time.perf_counter()
+        augment_batch(to_float(images), cfg, g)
+        return time.perf_counter() - t
+
+    for _ in range(3):
+        step(False), step(True)
+    plain, aug, alone = [], [], []
+    for _ in range(steps):  # interleaved, so load from other processes hits both alike
+        plain.append(step(False))
+        aug.append(step(True))
+        alone.append(aug_only())
+    p, a, o = statistics.median(plain), statistics.median(aug), statistics.median(alone)
+    return {"train_step_ms": 1000 * p, "train_step_aug_ms": 1000 * a, "augment_batch_ms": 1000 * o,
+            "train_overhead": a / p - 1, "train_overhead_from_augment_ms": o / p}
+
+
+def run(args: argparse.Namespace) -> dict:
+    from ..augment import get_preset
+
+    cfg = get_preset(args.preset)
+    torch.set_num_threads(args.threads)
+    images = _ink_images(args.images, args.size)
+    tv = _torchvision_img_s(images, cfg, args.batch, args.workers)
+    ours = _charlab_img_s(images, cfg, args.batch)
+    # The same at one thread: on a loaded machine two-thread OpenMP regions wait on descheduled
+    # threads while the single-threaded workers of the baseline do not; this shows that effect.
+    torch.set_num_threads(1)
+    ours_1t = _charlab_img_s(images, cfg, args.batch)
+    torch.set_num_threads(args.threads)
+    train = _train_steps(args.model, images[: args.batch], cfg, args.steps)
+    return {
+        "preset": args.preset, "image_size": args.size, "batch": args.batch, "threads": args.threads,
+        "workers": args.workers, "images": args.images,
+        "charlab_img_s": round(ours, 1), "torchvision_img_s": round(tv, 1), "ratio": round(ours / tv, 2),
+        "charlab_img_s_1thread": round(ours_1t, 1), "ratio_1thread": round(ours_1t / tv, 2),
+        **{k: round(v, 4 if "overhead" in k else 2) for k, v in train.items()},
+        "model": args.model, "cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
+        "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
