@@ -10,7 +10,7 @@ with numpy arrays and pandas DataFrames. It never plots: pages draw what it retu
     interp.misclassified("O", "0")               # the images behind one confusion-matrix cell
 
 `from_run` caches the probabilities per checkpoint and split on disk (in the run directory,
-or under CHARLAB_CACHE_DIR for a loose checkpoint), keyed by the checkpoint file's content
+or under charlab's data cache dir (CHARLAB_CACHE_DIR) for a loose checkpoint), keyed by the checkpoint file's content
 hash and the dataset's, so the app's Errors page is instant on a second visit and a
 retrained checkpoint is never served stale results.
 """
@@ -32,10 +32,6 @@ from .errors import CharlabError, DataError
 from .io import atomic_write_bytes
 
 CACHE_VERSION = 1  # bump when the cached arrays change meaning
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CHARLAB_CACHE_DIR", ".charlab_cache"))
 
 
 def dataset_fingerprint(dataset) -> str:
@@ -158,7 +154,9 @@ class Interpretation:
         elif len(runs) == 1 and None not in runs:
             folder = runs.pop() / "interpret"
         else:
-            folder = default_cache_dir() / "interpret"
+            from .data import cache_dir
+
+            folder = cache_dir() / "interpret"
         split_tag = "".join(ch if ch.isalnum() else "_" for ch in split_name) or "split"
         path = folder / f"{who}-{split_tag}-{ds}-{ck}.npz"
 

@@ -91,20 +91,6 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return _HASH_MEMO[key]
 
 
-def load_image_file(path: str | os.PathLike):
-    """Open and fully decode an image file with Pillow; a clear DataError if it is not one."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        im = Image.open(path)
-        im.load()  # decodes now (and closes the file) so a truncated file fails here, per file
-        return im  # not im.copy(): that drops .format, which preprocessing reads for EXIF rotation
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path} is not a readable image: {e}") from None
-
-
 @dataclass
 class Predictor:
     """Model(s) + classes + preprocessing. Stateless after construction: safe to share."""

@@ -167,12 +167,10 @@ def _train_and_predict(config, train, val, predict_on, progress) -> np.ndarray:
 
 def _val_split(dataset, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Carve a stratified validation share out of `idx` (for early stopping / best epoch)."""
-    if fraction <= 0 or len(idx) < 4:
-        return idx, idx[:0]
-    sub_labels = dataset.labels.numpy()[idx]
-    k = max(2, int(round(1 / fraction)))
-    f = stratified_folds(sub_labels, k, seed + 1)
-    return idx[f != 0], idx[f == 0]
+    from .data import stratified_split
+
+    tr, va, _ = stratified_split(dataset.labels.numpy()[idx], fraction, seed)
+    return idx[tr], idx[va]
 
 
 def out_of_fold_probs(config, dataset, folds: int = 3, progress: Optional[Progress] = None) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Label-issue suspects: confident learning by hand, the pair summary, and a real Chars74K
 subset with two classes' labels partly swapped."""
+import json
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,78 @@ def test_synthetic_swap_is_the_top_pair():
     assert np.isin(swapped, r.suspects["index"]).mean() >= 0.7  # most swapped labels are found (12 of 16 here)
     assert np.isin(r.suspects["index"], swapped).mean() >= 0.9  # and the suspects are nearly all swapped ones
     assert 0.04 < r.share < 0.12  # truth: 16 / 200 = .08
+
+
+# --- real data: Chars74K digits with two classes' labels partly swapped ----------------
+
+@pytest.mark.slow  # ~15-20 s on 2 idle cores (three lenet fits of 12 epochs on ~240 images)
+def test_chars74k_swap_is_found_out_of_fold(chars74k_train_zip):
+    import torch
+
+    from charlab.config import DataConfig, ModelConfig, TrainConfig
+    from charlab.augment import get_preset
+    from charlab.data import CharDataset, load_source
+    from charlab.suspects import out_of_fold_probs
+
+    full = load_source(str(chars74k_train_zip), DataConfig(image_size=28))
+    keep = np.flatnonzero(full.labels.numpy() < 10)  # the digits 0-9, 40 writers each
+    digits = CharDataset(images=full.images[keep], labels=full.labels[keep].clone(), classes=full.classes[:10],
+                         paths=[full.paths[i] for i in keep], source=full.source)
+    assert digits.classes == list("0123456789") and len(digits) == 400
+    # a quarter of the 3s are labelled 7 and a quarter of the 7s labelled 3
+    rng = np.random.default_rng(0)
+    labels = digits.labels.numpy()
+    threes = rng.choice(np.flatnonzero(labels == 3), 10, replace=False)
+    sevens = rng.choice(np.flatnonzero(labels == 7), 10, replace=False)
+    given = labels.copy()
+    given[threes], given[sevens] = 7, 3
+    digits.labels = torch.from_numpy(given)
+    swapped = np.r_[threes, sevens]
+
+    cfg = TrainConfig(data=DataConfig(image_size=28), model=ModelConfig(name="lenet"), augment=get_preset("light"),
+                      epochs=12, batch_size=32, patience=0, device="cpu")
+    calls = []
+    probs = out_of_fold_probs(cfg, digits, folds=3, progress=lambda d, t, m: calls.append((d, t)))
+    assert probs.shape == (400, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert calls[-1][0] == calls[-1][1]  # progress reached the end
+    r = find_suspects(probs, given, digits.classes, paths=digits.paths, in_sample=False)
+
+    top = r.pairs.iloc[0]
+    assert {top["given"], top["likely"]} == {"3", "7"}, r.pairs.head()  # the swap is the top line...
+    assert top["count"] >= 10 and top["likely_to_given"] >= 3  # ...with both of its directions
+    assert top["count"] >= 3 * max(r.pairs["count"].iloc[1:].max() if len(r.pairs) > 1 else 0, 1)  # and it dominates
+    found = np.isin(r.suspects["index"], swapped)
+    assert found.mean() >= 0.6, r.suspects.head(20)  # most suspects are swapped samples (0.68-0.93 seen)
+    assert np.isin(swapped, r.suspects["index"]).mean() >= 0.5  # and most swapped samples are suspects
+    assert r.suspects["path"].iloc[0].startswith(str(chars74k_train_zip))
+    assert 0.02 < r.share < 0.2  # truth: 20 / 400 = 0.05
+
+
+def test_suspects_cli_json(tmp_path, capsys):
+    """Three rings filed under bar/ in a folder source: the CLI trains 2 out-of-fold lenets and
+    puts them first."""
+    from test_predict import SHAPES, draw_shape
+
+    from charlab.__main__ import main
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "shapes"
+    misfiled = []
+    for kind in SHAPES:
+        (src / kind).mkdir(parents=True)
+        for i in range(24):
+            folder = "bar" if kind == "ring" and i < 3 else kind
+            path = src / folder / f"{kind}{i}.png"
+            draw_shape(kind, rng).save(path)
+            if folder != kind:
+                misfiled.append(str(path))
+    code = main(["suspects", "--source", str(src), "--folds", "2", "--model", "lenet", "--epochs", "8",
+                 "--batch-size", "16", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["in_sample"] is False and 0 < out["share"] < 0.3
+    assert set(out) >= {"suspects", "pairs", "share", "in_sample"}
+    assert all(set(s) >= {"path", "given", "likely", "score"} for s in out["suspects"])
+    assert all(set(p) >= {"given", "likely", "count"} for p in out["pairs"])
+    top = [s["path"].split("!/")[-1] for s in out["suspects"][:3]]
+    assert len(set(top) & set(misfiled)) >= 2, out["suspects"][:5]
+    assert out["pairs"][0]["given"] == "bar" and out["pairs"][0]["likely"] == "ring"

@@ -28,13 +28,13 @@ def predict_files(predictor, paths: list[str], top: int = 5) -> list[dict]:
     import torch
 
     from ..errors import CharlabError
-    from ..predict import load_image_file
+    from ..data import open_image
 
     results: list[dict] = [{"path": p} for p in paths]
     ok, arrays = [], []
     for i, path in enumerate(paths):
         try:
-            arrays.append(predictor.prepare(load_image_file(path)))
+            arrays.append(predictor.prepare(open_image(path)))
             ok.append(i)
         except CharlabError as e:
             results[i]["error"] = str(e)
