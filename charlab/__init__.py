@@ -27,6 +27,10 @@ _API = {
     "AUGMENT_PRESETS": "charlab.augment",
     "BALANCE_STRATEGIES": "charlab.balance", "effective_counts": "charlab.balance", "oversample": "charlab.balance",
     "class_weights": "charlab.balance", "epoch_indices": "charlab.balance",
+    "Predictor": "charlab.predict", "load_predictor": "charlab.predict", "resolve_checkpoint": "charlab.predict",
+    "Interpretation": "charlab.interpret", "grad_cam": "charlab.saliency", "input_gradient": "charlab.saliency",
+    "find_suspects": "charlab.suspects", "SuspectReport": "charlab.suspects",
+    "out_of_fold_probs": "charlab.suspects",
 }
 
 
