@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from charlab import runs
 from charlab.config import TrainConfig
 from charlab.errors import RunError
+
+from test_ddp import _shapes  # noqa: E402 - pytest puts tests/ on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -25,19 +25,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 @pytest.fixture(scope="module")
 def folder_source(tmp_path_factory) -> str:
-    """4 classes × 40 PNGs of dark-on-light bars (class = bar height), as a user's folder would hold."""
-    root = tmp_path_factory.mktemp("bars")
-    rng = np.random.default_rng(0)
-    for c in range(4):
-        d = root / f"class{c}"
-        d.mkdir()
-        for i in range(40):
-            img = np.full((32, 32), 255, np.uint8)
-            y, x = 5 + 5 * c + rng.integers(-1, 2), rng.integers(3, 8)
-            img[y:y + 4, x:x + 20] = 0
-            img[:, rng.integers(0, 32)] = 200  # a faint stray line
-            Image.fromarray(img).save(d / f"{i:03d}.png")
-    return str(root)
+    """A user's folder of PNGs, 4 classes × 40 (the shapes of test_ddp)."""
+    return _shapes(tmp_path_factory.mktemp("shapes") / "data")
 
 
 def config(source: str, epochs: int = 2, model: str = "lenet", **kw) -> TrainConfig:
