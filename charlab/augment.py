@@ -128,8 +128,8 @@ def _preset_strong() -> AugmentConfig:
         shift=0.08, shift_p=0.5,
         perspective=0.1, perspective_p=0.3,
         elastic_alpha=1.0, elastic_sigma=4.0, elastic_p=0.5,
-        stroke=(-0.5, 1.0), stroke_p=0.5,
-        blur_sigma=(0.3, 0.8), blur_p=0.3,
+        stroke=(-0.5, 0.7), stroke_p=0.5,
+        blur_sigma=(0.3, 0.7), blur_p=0.3,
         noise_std=0.05, noise_p=0.3,
         erase_frac=(0.02, 0.05), erase_p=0.25,
     )
