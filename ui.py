@@ -27,10 +27,10 @@ ICONS = {"home": ":material/home:", "dataset": ":material/bar_chart:", "augment"
          "train": ":material/rocket_launch:", "runs": ":material/monitoring:", "errors": ":material/troubleshoot:",
          "draw": ":material/draw:"}
 SOURCE_KINDS = {
-    "synthetic": "Synthetic handwriting (built in)",
-    "path": "Folder or zip (class per subfolder)",
-    "mnist": "MNIST / EMNIST folder",
-    "csv": "CSV (label, then 784 pixels)",
+    "synthetic": "Synthetic (built in)",
+    "path": "Folder or zip",
+    "mnist": "MNIST / EMNIST",
+    "csv": "CSV file",
     "upload": "Upload a zip",
     "drawings": "My drawings",
 }
@@ -87,7 +87,11 @@ def sidebar() -> None:
         kinds = list(SOURCE_KINDS)
         if not _has_drawings(ss["drawings_dir"]):
             kinds.remove("drawings")
-        kind = st.selectbox("Source", kinds, format_func=SOURCE_KINDS.get, key="sb_kind")
+        kind = st.selectbox("Source", kinds, format_func=SOURCE_KINDS.get, key="sb_kind",
+                            help="Synthetic: handwriting-like characters charlab draws itself (no files). "
+                                 "Folder or zip: one subfolder per class (Chars74K's SampleNNN names are "
+                                 "mapped to their characters). MNIST/EMNIST: a folder of idx files. CSV: the "
+                                 "label, then 784 pixels per row (the Kaggle A–Z layout).")
         ss["source"] = _source_widgets(kind)
         ss["image_size"] = st.segmented_control("Image size", IMAGE_SIZES, default=28, key="sb_size",
                                                 required=True, format_func=lambda s: f"{s}×{s}")

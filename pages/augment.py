@@ -111,6 +111,7 @@ with b2:
         go.Bar(x=names, y=after[order], name=f"per epoch with '{strategy}'", marker_color="#4C78A8"),
     ])
     fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10), bargap=0.15,
-                      xaxis=dict(type="category"), yaxis=dict(title="images seen per epoch"),
+                      xaxis=dict(type="category", dtick=1, tickfont_size=10 if len(names) > 40 else 12),
+                      yaxis=dict(title="images seen per epoch"),
                       legend=dict(orientation="h", y=1.12))
     st.plotly_chart(fig, key="aug_balance_chart")

@@ -55,7 +55,7 @@ fig = go.Figure(go.Bar(
 ))
 fig.add_hline(y=median, line_dash="dot", line_color="grey", annotation_text=f"median {median:g}",
               annotation_position="top right")
-fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(type="category", title=None),
+fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(type="category", title=None, dtick=1, tickfont_size=10 if len(shown) > 40 else 12),
                   yaxis=dict(title="images"), bargap=0.15)
 st.plotly_chart(fig, key="ds_counts")
 

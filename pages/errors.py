@@ -87,14 +87,14 @@ if "err_cell" not in st.session_state or st.session_state.get("err_cell_ref") !=
     st.session_state["err_cell_ref"] = (ref, split, src)
 t_sel, p_sel = st.session_state["err_cell"]
 
-left, right = st.columns([1.15, 1], gap="large")
+left, right = st.columns([1.45, 1], gap="large")
 with left:
     st.subheader("Confusion matrix")
     st.caption("Rows: true class · columns: predicted. Click a cell to see its images.")
     t_idx, p_idx = np.nonzero(cm)  # draw only non-empty cells: 62×62 empty squares are just noise
     diag = t_idx == p_idx
-    side = 600
-    msize = max(3.0, 0.92 * (side - 80) / max(C, 1))
+    side = int(min(max(14 * C + 90, 380), 600))  # px: cells of ~14 px, 8.5 px at 62 classes
+    msize = max(3.0, (side - 70) / max(C, 1))  # one marker fills one cell: plot area / classes
     fig = go.Figure()
     for mask, scale, name in ((diag, "Blues", "correct"), (~diag, "Reds", "errors")):
         t, p = t_idx[mask], p_idx[mask]
@@ -107,13 +107,14 @@ with left:
             customdata=np.stack([t, p, cm[t, p], z], axis=1) if len(t) else None,
             hovertemplate="true %{y} → predicted %{x}<br>%{customdata[2]} images (%{customdata[3]:.0%} of %{y})"
                           "<extra></extra>"))
-    ax = dict(type="category", categoryorder="array", categoryarray=interp.classes, tickfont_size=9,
-              showgrid=False, zeroline=False)
-    fig.update_layout(width=side, height=side, margin=dict(l=50, r=10, t=10, b=50), showlegend=False,
-                      xaxis=dict(ax, title="predicted"), yaxis=dict(ax, title="true", autorange="reversed"),
+    ax = dict(type="category", categoryorder="array", categoryarray=interp.classes, tickfont_size=9 if C > 40 else 11,
+              showgrid=False, zeroline=False, dtick=1, range=[-0.5, C - 0.5])
+    fig.update_layout(width=side, height=side, margin=dict(l=55, r=15, t=10, b=55), showlegend=False,
+                      xaxis=dict(ax, title="predicted", constrain="domain"),
+                      yaxis=dict(ax, title="true", autorange="reversed", scaleanchor="x", constrain="domain"),
                       plot_bgcolor="#fafafa", clickmode="event+select", dragmode=False)
     st.plotly_chart(fig, key="err_cm", on_select=select_cell_from_chart, selection_mode="points",
-                    width="content", config={"displayModeBar": False})
+                    width=side, height=side, config={"displayModeBar": False})
 with right:
     if pair_opts:
         st.selectbox("Or pick a confused pair", pair_opts, key="err_pair", on_change=select_cell_from_list,
@@ -141,7 +142,7 @@ st.divider()
 a, b = st.columns([1.3, 1], gap="large")
 with a:
     st.subheader("Per class")
-    pc = interp.per_class().sort_values(["f1", "class"])
+    pc = interp.per_class().sort_values(["f1", "class"])[["class", "f1", "precision", "recall", "support"]]
     bar = dict(format="percent", min_value=0, max_value=1)
     st.dataframe(pc, hide_index=True, height=320, column_config={
         "precision": st.column_config.ProgressColumn(**bar), "recall": st.column_config.ProgressColumn(**bar),

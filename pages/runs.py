@@ -30,10 +30,13 @@ if not runs:
 
 by_id = {r.id: r for r in runs}
 ids = list(by_id)
-default = [r.id for r in runs if r.state in ACTIVE] or ids[:3]
-selected = st.multiselect("Runs to plot", ids, default=default[:6], key="runs_sel",
-                          format_func=lambda i: f"{STATE_ICON.get(by_id[i].state, '')} {i}")
 live = any(r.state in ACTIVE for r in runs)
+
+
+def short(run_id: str) -> str:
+    """'20261120-223351-kaggle_cnn-03cc11' -> 'kaggle_cnn-03cc11' (legends stay readable)."""
+    parts = run_id.split("-", 2)
+    return parts[2] if len(parts) == 3 and parts[0].isdigit() else run_id
 
 
 def epoch_text(r) -> str:
@@ -83,11 +86,10 @@ def curves(selected: list) -> None:
                 continue
             fig.add_trace(go.Scatter(x=ep, y=ys, mode="lines+markers", marker_size=4,
                                      line=dict(color=color, dash=dash), legendgroup=run_id,
-                                     name=f"{run_id} · {label}", showlegend=col == 1,
+                                     name=f"{short(run_id)} · {label}", showlegend=col == 1,
                                      hovertemplate=f"{run_id}<br>{key} %{{y:.4f}} at epoch %{{x}}<extra></extra>"),
                           row=1, col=col)
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.18, font_size=11))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(font_size=11))
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_yaxes(tickformat=".0%", row=1, col=3)
@@ -102,6 +104,11 @@ def curves(selected: list) -> None:
 def live_view() -> None:
     now = list_runs(root)
     runs_table(now)
+    now_ids = [r.id for r in now]
+    state = {r.id: r.state for r in now}
+    default = [r.id for r in now if r.state in ACTIVE] or now_ids[:3]
+    selected = st.multiselect("Runs to plot", now_ids, default=default[:6], key="runs_sel",
+                              format_func=lambda i: f"{STATE_ICON.get(state[i], '')} {i}")
     curves([r for r in now if r.id in selected])
     if live and not any(r.state in ACTIVE for r in now):
         st.rerun()
