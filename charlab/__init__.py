@@ -31,6 +31,12 @@ _API = {
     "Interpretation": "charlab.interpret", "grad_cam": "charlab.saliency", "input_gradient": "charlab.saliency",
     "find_suspects": "charlab.suspects", "SuspectReport": "charlab.suspects",
     "out_of_fold_probs": "charlab.suspects",
+    "fit": "charlab.training", "FitResult": "charlab.training", "train_one_epoch": "charlab.training",
+    "evaluate": "charlab.training", "EarlyStopping": "charlab.training",
+    "RunInfo": "charlab.runs", "create_run": "charlab.runs", "launch": "charlab.runs", "list_runs": "charlab.runs",
+    "run_info": "charlab.runs", "read_metrics": "charlab.runs", "read_config": "charlab.runs",
+    "stop_run": "charlab.runs", "resume_run": "charlab.runs", "delete_run": "charlab.runs",
+    "resolve_run": "charlab.runs", "kick_queue": "charlab.runs",
 }
 
 

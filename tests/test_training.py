@@ -210,6 +210,26 @@ def test_train_one_epoch_honours_stop_check_and_batches_shard(splits):
     assert out["stopped"] and out["steps"] == 1 and out["n"] == 32
 
 
+@pytest.mark.parametrize("optimizer,schedule,balance,preset", [
+    ("adamw", "onecycle", "oversample", "strong"), ("adam", "cosine", "sampler", "light"),
+    ("sgd", "constant", "loss", "none")])
+def test_every_optimizer_schedule_balance_and_augmentation_trains(optimizer, schedule, balance, preset):
+    from charlab.augment import get_preset
+
+    skewed = tiny_splits(test=False)
+    keep = [i for i, y in enumerate(skewed.train.labels.tolist()) if y != 3 or i % 8 == 3]  # class 3: 5 images
+    skewed.train = skewed.train.subset(keep)
+    cfg = tiny_config(epochs=2, optimizer=optimizer, schedule=schedule, balance=balance, lr=0.02 if
+                      optimizer == "sgd" else 3e-3, max_minutes=5)
+    cfg.augment = get_preset(preset)
+    result = fit(cfg, splits=skewed)
+    assert len(result.history) == 2 and all(math.isfinite(r["train_loss"]) for r in result.history)
+    lrs = [r["lr"] for r in result.history]
+    assert (lrs[0] == lrs[1] == cfg.lr) if schedule == "constant" else lrs[1] < lrs[0]
+    if balance == "oversample":
+        assert any("oversampled" in n for n in result.notes)
+
+
 def test_overfit_batch_debug_mode(splits):
     cfg = tiny_config(epochs=12, overfit_batch=True, lr=3e-3)
     cfg.model.kwargs = {"dropout": 0.0}

@@ -4,7 +4,6 @@ to stop training or reaches into the model behind fit's back).
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -143,6 +142,3 @@ def rng_state(aug_generator: Optional[torch.Generator]) -> dict:
         state["augment"] = aug_generator.get_state()
     return state
 
-
-def copy_state(model: nn.Module) -> dict:
-    return copy.deepcopy(getattr(model, "module", model).state_dict())

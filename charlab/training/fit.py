@@ -242,7 +242,7 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
             reason = "early_stopping"
             say(f"early stopping: no {config.monitor} improvement for {stopper.wait} epochs; "
                 f"best {stopper.best:.4f} at epoch {stopper.best_epoch}")
-        elif budget.should_stop and epoch < config.epochs:
+        elif distributed.any_rank(budget.should_stop and epoch < config.epochs, device):  # ranks' clocks differ
             reason = "time_budget"
             say(f"time budget of {config.max_minutes} min reached after epoch {epoch}")
         epoch += 1
