@@ -39,11 +39,13 @@ def resolve_checkpoint(ref: str | os.PathLike) -> Path:
     """A run directory -> its best.pt (last.pt if no best yet); a checkpoint file -> itself."""
     p = Path(ref).expanduser()
     if not p.exists():
-        runs_dir = Path(os.environ.get("CHARLAB_RUNS_DIR", "runs"))
-        if not p.is_absolute() and len(p.parts) == 1 and (runs_dir / p).is_dir():
-            p = runs_dir / p  # a bare run id, as `runs list` prints it
-        else:
-            raise CheckpointError(f"no run directory or checkpoint file at {ref}")
+        from .errors import RunError
+        from .runs import resolve_run
+
+        try:
+            p = resolve_run(str(ref))  # a run id (or a unique part of one) under runs/, as `runs list` prints it
+        except RunError as e:
+            raise CheckpointError(f"no run directory or checkpoint file at {ref} ({e})") from None
     if p.is_dir():
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
@@ -211,7 +213,7 @@ class Predictor:
             class_idx = int(self.probs(x).argmax(axis=1)[0])
         maps = []
         for model, perm in zip(self.models, self.perms):
-            c = class_idx if perm is None else int((perm == class_idx).nonzero()[0, 0])
+            c = class_idx if perm is None else int(perm[class_idx])  # that member's own index of the class
             maps.append(fn(model, x, class_idx=c))
         m = np.mean(maps, axis=0)
         return m / m.max() if m.max() > 0 else m

@@ -158,7 +158,11 @@ def test_ensemble_refuses_other_classes(shapes_run, tmp_path):
     save_checkpoint(tmp_path / "shuffled.pt", model, ck.config, [ck.classes[i] for i in perm], ck.input_shape)
     ens = load_predictor(f"{run / 'best.pt'}+{tmp_path / 'shuffled.pt'}")
     x = torch.rand(3, 1, 28, 28)
-    assert np.allclose(ens.probs(x), load_predictor(run / "best.pt").probs(x), atol=1e-5)
+    single = load_predictor(run / "best.pt")
+    assert np.allclose(ens.probs(x), single.probs(x), atol=1e-5)
+    img = (x[0, 0] * 255).to(torch.uint8).numpy()
+    for k in range(4):  # saliency asks each member for the same class, by name
+        assert np.allclose(ens.saliency(img, "input_gradient", k), single.saliency(img, "input_gradient", k), atol=1e-5)
     save_checkpoint(tmp_path / "other.pt", model, ck.config, ["a", "b", "c", "d"], ck.input_shape)
     with pytest.raises(CheckpointError, match="share their classes"):
         load_predictor([run / "best.pt", tmp_path / "other.pt"])
