@@ -46,10 +46,14 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConf
                     input_shape: tuple[int, int], *, epoch: int = 0, metrics: dict | None = None,
                     **extra: Any) -> None:
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    config_dict = to_dict(config)
+    # Store every builder option, defaults included: a later change of a default must not
+    # silently change what an old checkpoint computes (the weight names would still match).
+    config_dict["model"]["kwargs"] = {**_model_defaults(config.model.name), **config_dict["model"]["kwargs"]}
     state = {
         "format_version": FORMAT_VERSION,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": to_dict(config),
+        "config": config_dict,
         "classes": list(classes),
         "input_shape": [int(input_shape[0]), int(input_shape[1])],
         "epoch": int(epoch),
@@ -59,6 +63,17 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConf
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _model_defaults(name: str) -> dict:
+    from .models import model_options
+
+    try:
+        opts = model_options(name)
+    except UnknownNameError:
+        return {}
+    # `pretrained` is where weights came from, not how the model computes; keep JSON-able values only
+    return {k: v for k, v in opts.items() if k != "pretrained" and isinstance(v, (int, float, str, bool, type(None)))}
 
 
 def read_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
