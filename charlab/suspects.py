@@ -30,6 +30,7 @@ Progress = Callable[[int, int, str], None]
 IN_SAMPLE_NOTE = ("scores are IN-SAMPLE: the model trained on these very labels and partly memorised the wrong "
                   "ones, so label errors are understated; use out-of-fold probabilities (folds >= 2) for honest scores")
 OUT_OF_FOLD_NOTE = "scores are out-of-fold: each sample was scored by a model that never trained on it"
+WEAK_ACCURACY = 0.5  # below this agreement with the given labels the report warns that the model is weak
 
 
 @dataclass
@@ -41,6 +42,7 @@ class SuspectReport:
     note: str  # says whether the scores are in-sample, and what share means
     thresholds: Optional[np.ndarray] = None  # C per-class self-confidence thresholds
     n: int = 0  # samples analysed
+    accuracy: float = float("nan")  # share of samples whose most probable class is the given label
 
     def to_dict(self, limit: int | None = None) -> dict:
         """JSON-able (what `charlab suspects --json` prints)."""
@@ -52,6 +54,7 @@ class SuspectReport:
                       for r in self.pairs.to_dict("records")],
             "share": float(self.share),
             "n": int(self.n),
+            "accuracy": float(self.accuracy),
             "n_suspects": int(len(self.suspects)),
             "in_sample": bool(self.in_sample),
             "note": self.note,
@@ -104,10 +107,15 @@ def find_suspects(probs, labels, classes: Sequence[str], paths: Optional[Sequenc
     share = float((calibrated.sum() - np.trace(calibrated)) / n) if n else 0.0
 
     pairs = pair_summary(labels[idx], confident[idx], classes)
+    accuracy = float((probs.argmax(axis=1) == labels).mean()) if n else float("nan")
     note = (IN_SAMPLE_NOTE if in_sample else OUT_OF_FOLD_NOTE) + (
         f"; {len(idx)} of {n} samples are suspects, estimated share of wrong labels {share:.1%}")
+    if n and accuracy < WEAK_ACCURACY:
+        # Confident learning trusts the model: a barely trained one flags its own mistakes as label issues.
+        note += (f"; WARNING: the model agrees with only {accuracy:.0%} of the given labels, so many suspects "
+                 f"may be its own mistakes; train longer or use a stronger model")
     return SuspectReport(suspects=suspects, pairs=pairs, share=share, in_sample=bool(in_sample), note=note,
-                         thresholds=thresholds, n=n)
+                         thresholds=thresholds, n=n, accuracy=accuracy)
 
 
 def pair_summary(given: np.ndarray, likely: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:

@@ -38,7 +38,15 @@ def test_confident_learning_by_hand():
     # a->b and b->a are one line
     assert r.pairs.to_dict("records") == [{"given": "a", "likely": "b", "count": 2, "given_to_likely": 1,
                                            "likely_to_given": 1}]
-    assert not r.in_sample and "out-of-fold" in r.note
+    assert not r.in_sample and "out-of-fold" in r.note and "WARNING" not in r.note
+    assert r.accuracy == pytest.approx(6 / 8)  # argmax = given for all but samples 2 and 5
+
+
+def test_a_weak_model_is_warned_about():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4) * 50, size=100)  # near-uniform: an untrained model
+    r = find_suspects(probs, rng.integers(0, 4, 100), list("abcd"))
+    assert r.accuracy < 0.5 and "WARNING" in r.note
 
 
 def test_in_sample_is_said():

@@ -68,7 +68,8 @@ def _suspects(args: argparse.Namespace) -> int:
     report = find_suspects(probs, dataset.labels.numpy(), dataset.classes, paths=dataset.paths,
                            in_sample=args.folds < 2)
     out = report.to_dict(limit=args.limit or None)
-    lines = [f"{len(report.suspects)} suspects of {report.n} images; estimated share of wrong labels {report.share:.1%}",
+    lines = [f"{len(report.suspects)} suspects of {report.n} images; estimated share of wrong labels {report.share:.1%}; "
+             f"the model agrees with {report.accuracy:.1%} of the labels",
              f"note: {report.note}"]
     if len(report.pairs):
         lines.append("pairs (given -> likely: count; both directions of a pair on one line)")
