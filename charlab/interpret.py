@@ -50,6 +50,8 @@ def align_to_classes(dataset, classes: list[str]) -> tuple[np.ndarray, np.ndarra
     model does not know are left out and the note says which; none in common is a DataError.
     """
     labels = dataset.labels.numpy()
+    if len(labels) == 0:
+        raise DataError(f"no images to evaluate in {getattr(dataset, 'source', '') or 'this split'}")
     if list(dataset.classes) == list(classes):
         return np.arange(len(labels)), labels.astype(np.int64), ""
     pos = {c: i for i, c in enumerate(classes)}
