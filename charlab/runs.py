@@ -269,6 +269,13 @@ def update_status(run_dir: str | os.PathLike, **changes) -> dict:
     return st
 
 
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def truncate_metrics(run_dir: str | os.PathLike, last_epoch: int) -> int:
     """Keep the epoch rows up to `last_epoch` (what last.pt holds) and drop the rest (rows
     written after that checkpoint, a final test row, a torn line), so a resumed run
@@ -309,6 +316,7 @@ class RunRecorder:
         st.setdefault("created", now)
         st["started"] = st.get("started") or now
         self._status = st
+        _unlink(self.stop_path)  # a STOP left by an earlier process must not end this one; one sent from now on counts
         self.elapsed_base = float(st.get("elapsed_s") or 0.0) if resume else 0.0
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
@@ -468,10 +476,7 @@ def resume_run(run: RunRef, root: str | os.PathLike = "runs", *, max_parallel: O
             info.state, f"is {info.state}")
         raise RunError(f"run {d.name} {what}; only stopped, interrupted or failed runs resume")
     with _queue_lock(d.parent):
-        try:
-            os.unlink(d / STOP)
-        except FileNotFoundError:
-            pass
+        _unlink(d / STOP)
         limit = max_parallel or int(info.status.get("max_parallel") or 1)
         update_status(d, state="queued", queued_at=time.time(), resume=True, pid=None, error_tail=None,
                       max_parallel=limit)

@@ -125,8 +125,7 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
     stopper = EarlyStopping(config.monitor, config.mode, config.patience, config.min_delta)
     stopper.check_keys([k for k in TRAIN_KEYS + (VAL_KEYS if has_val else ()) + TAIL_KEYS if k != "epoch"])
     ckpt = Checkpointing(rec.best_path, rec.last_path, config, classes, input_shape) if rec else None
-    stop_request = StopRequest(rec.stop_path if rec else None)
-    stop_request.clear()  # a STOP left from before a resume must not end the resumed run at once
+    stop_request = StopRequest(rec.stop_path if rec else None)  # RunRecorder cleared a stale one at start
 
     # 6. resume ----------------------------------------------------------------------
     start_epoch, partial, rng, elapsed_before, history = 1, None, None, 0.0, []
@@ -334,7 +333,7 @@ def init_model_config(path: str | os.PathLike) -> ModelConfig:
 
 
 def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int, int], notes: list[str]) -> nn.Module:
-    from ..models import body_parameters, create_model, replace_head
+    from ..models import body_parameters, create_model, list_models, model_options, replace_head
 
     if not config.init_from:
         kwargs = dict(config.model.kwargs)
@@ -343,7 +342,9 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
         return create_model(config.model.name, num_classes=len(classes), in_chans=1, image_size=input_shape, **kwargs)
     ck = load_checkpoint(config.init_from)  # CheckpointError names the file when missing, corrupt or foreign
     ours, theirs = to_dict(config.model), to_dict(ck.config.model)
-    ours.pop("pretrained", None), theirs.pop("pretrained", None)
+    for m in (ours, theirs):  # compare options with their defaults filled in (checkpoints store them so)
+        m.pop("pretrained", None)
+        m["kwargs"] = {**(model_options(m["name"]) if m["name"] in list_models() else {}), **m["kwargs"]}
     if ours != theirs:
         raise CheckpointError(f"--init-from {config.init_from} holds a {theirs['name']} {theirs['kwargs'] or ''}, "
                               f"but this run asks for {ours['name']} {ours['kwargs'] or ''}; "
