@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import streamlit as st
@@ -251,8 +250,14 @@ def splits_or_stop(cfg: Optional[DataConfig] = None):
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def predictor(ref: str, mtime: float):
     """A Predictor per checkpoint file; `mtime` makes a rewritten checkpoint load afresh."""
+    import torch
+
     from charlab.predict import load_predictor
 
+    # One image at a time is fastest on one thread, and the app shares the cores with its own
+    # background training: on the 2-core sandbox at load 12 a prediction took 6 ms on 1 thread
+    # and 45-575 ms on 2 (OpenMP workers spin-waiting on a descheduled partner).
+    torch.set_num_threads(1)
     return load_predictor(ref)
 
 
@@ -339,16 +344,6 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
             out[key] = v
     return out
 
-
-def page_header(title: str, caption: str) -> None:
-    st.title(title)
-    st.caption(caption)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, (time.perf_counter() - t) * 1000
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from charlab.config import AugmentConfig, to_dict
+from charlab.config import to_dict
 from charlab.errors import CharlabError
 
 st.title("Augmentation")

@@ -106,5 +106,8 @@ with right:
                 ui.error(e)
             else:
                 n = len(list(path.parent.glob("*.png")))
-                st.success(f"Saved as {label!r} ({n} drawing{'s' * (n != 1)} of it). Choose **My drawings** as "
-                           "the source in the sidebar to browse or train on them.")
+                st.session_state["draw_saved"] = (f"Saved as {label!r} ({n} drawing{'s' * (n != 1)} of it). Choose "
+                                                  "**My drawings** as the source in the sidebar to browse or train on them.")
+                st.rerun()  # so the sidebar offers "My drawings" right away
+    if msg := st.session_state.pop("draw_saved", None):
+        st.success(msg, icon=":material/check_circle:")

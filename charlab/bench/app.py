@@ -12,8 +12,9 @@ The per-page figures are each page's first run in one AppTest session (data and 
 included; the disk caches of charlab are warm after the first bench run).
 
 Prediction latency is what the Draw page does after a stroke: preprocess the canvas image,
-predict the top-5 and compute Grad-CAM with a cached model, against the obvious alternative of
-loading the checkpoint for every prediction.
+predict the top-5 and compute Grad-CAM with a cached model on one thread (as the app does),
+against the obvious alternatives: loading the checkpoint for every prediction, and torch's
+default thread count.
 """
 from __future__ import annotations
 
@@ -57,14 +58,24 @@ _APPTEST_LANDING = ("from streamlit.testing.v1 import AppTest\n"
 
 _APPTEST_PAGES = """
 import json, sys, time
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
+
+# AppTest re-detects a pages/ folder before every run and would then run a page without app.py;
+# the server decides once and st.navigation turns that off, as here (see tests/test_app_pages.py).
+_init = PagesManager.__init__
+def _v2_init(self, *a, **k):
+    _init(self, *a, **k)
+    PagesManager.uses_pages_directory = False
+PagesManager.__init__ = _v2_init
+
 at = AppTest.from_file('app.py', default_timeout=300); at.run()
 out = {}
 for page in sys.argv[1:]:
     at.switch_page(page)
     t = time.perf_counter(); at.run(); out[page] = time.perf_counter() - t
-    if at.exception:
-        out[page + ' error'] = at.exception[0].value[:300]
+    if at.exception or at.error:
+        out[page + ' error'] = (at.exception or at.error)[0].value[:300]
 print(json.dumps(out))
 """
 
@@ -120,6 +131,8 @@ def _drawing():
 
 
 def _latency(checkpoint: str, n: int) -> dict:
+    import torch
+
     from ..predict import load_predictor
 
     if not Path(checkpoint).exists():
@@ -139,17 +152,26 @@ def _latency(checkpoint: str, n: int) -> dict:
     def reload_each_time():
         return load_predictor(checkpoint).predict_images([img], top_k=5)
 
-    out = {}
-    for name, fn, reps in (("stroke_ms", stroke, n), ("predict_ms", predict_only, n),
-                           ("reload_per_prediction_ms", reload_each_time, max(5, n // 5))):
+    def median_ms(fn, reps: int) -> float:
         fn()  # warm-up
         times = []
         for _ in range(reps):
             t = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t) * 1000)
-        out[name] = round(statistics.median(times), 2)
+        return round(statistics.median(times), 2)
+
+    default_threads = torch.get_num_threads()
+    out = {"default_threads": default_threads}
+    # The app runs inference on one thread (ui.predictor); the default thread count is the alternative.
+    torch.set_num_threads(default_threads)
+    out[f"stroke_ms_{default_threads}_threads"] = median_ms(stroke, n)
+    torch.set_num_threads(1)
+    out["stroke_ms"] = median_ms(stroke, n)
+    out["predict_ms"] = median_ms(predict_only, n)
+    out["reload_per_prediction_ms"] = median_ms(reload_each_time, max(5, n // 5))
     out["reload_slowdown"] = round(out["reload_per_prediction_ms"] / out["predict_ms"], 1)
+    torch.set_num_threads(default_threads)
     return out
 
 

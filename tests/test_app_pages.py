@@ -1,0 +1,249 @@
+"""AppTest of every page: no exception, the key elements present, and the widgets driving the
+right charlab calls (launch, preview, stop/delete, the saved drawing).
+
+Data: a 10-class synthetic source of 30 images per class (what the sidebar makes of
+Classes=10, 30 images per class), and an untrained checkpoint plus two finished run
+directories in a temporary lab folder.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_fixtures import ROOT, SEVEN, SMALL_SOURCE, canvas_value, make_checkpoint, make_finished_run
+
+TIMEOUT = 120  # first loads render the synthetic set; later ones hit the disk cache
+
+
+@pytest.fixture(autouse=True)
+def navigation_v2(monkeypatch):
+    """AppTest resets PagesManager.uses_pages_directory before every run; with a pages/ folder next to
+    app.py its second run then takes Streamlit's legacy pages-folder path and runs the page script
+    WITHOUT app.py (no sidebar, no shared state). The real server decides once per process and
+    st.navigation switches the legacy path off for good; do the same here."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    init = PagesManager.__init__
+
+    def v2_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", v2_init)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lab")
+    ckpt = make_checkpoint(home / "checkpoints" / "default.pt")
+    runs = [make_finished_run(home / "runs", ckpt, lr=lr) for lr in (3e-3, 1e-3)]
+    return SimpleNamespace(home=home, ckpt=ckpt, runs=runs, runs_root=home / "runs",
+                           drawings=home / "user_data" / "drawings")
+
+
+def open_app(lab, page: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["runs_root"] = str(lab.runs_root)
+    at.session_state["checkpoints_dir"] = str(lab.ckpt.parent)
+    at.session_state["uploads_dir"] = str(lab.home / "user_data" / "uploads")
+    at.session_state["drawings_dir"] = str(lab.drawings)
+    # the sidebar's synthetic widgets set to the small source
+    at.session_state["sb_syn_classes"] = "digits"
+    at.session_state["sb_syn_n"] = 30
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    if "sb_kind" not in state:
+        assert at.session_state["source"] == SMALL_SOURCE
+    if page:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    return at
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def titles(at: AppTest) -> list[str]:
+    return [t.value for t in at.title]
+
+
+def test_landing_page_does_not_import_torch():
+    """Cold start: the landing page (and the sidebar) must render without torch."""
+    code = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file('app.py'); at.run(timeout=60); "
+            "assert not at.exception, at.exception; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("False"), "the landing page imported torch"
+
+
+def test_home_lists_setup(lab):
+    at = open_app(lab)
+    ok(at)
+    assert "charlab" in titles(at)
+    assert len(at.get("page_link")) >= 6
+    setup = " ".join(m.value for m in at.markdown)
+    assert "**Training runs:** 2 (2 done)" in setup and SMALL_SOURCE in setup
+
+
+def test_sidebar_builds_source_strings(lab):
+    at = open_app(lab)
+    at.sidebar.selectbox(key="sb_kind").set_value("mnist").run()
+    at.sidebar.text_input(key="sb_mnist_dir").input("/data/emnist").run()
+    at.sidebar.selectbox(key="sb_mnist_kind").set_value("emnist:letters").run()
+    assert at.session_state["source"] == "emnist:/data/emnist:letters"
+    at.sidebar.selectbox(key="sb_kind").set_value("path").run()
+    at.sidebar.text_input(key="sb_path").input(str(lab.home / "nowhere.zip")).run()
+    assert at.session_state["source"] == str(lab.home / "nowhere.zip")
+    # the active model: the checkpoint and both finished runs
+    assert len(at.sidebar.selectbox(key="sb_model").options) == 3
+
+
+def test_bad_path_shows_a_message_not_a_traceback(lab):
+    at = open_app(lab, "dataset", sb_kind="path", sb_path=str(lab.home / "nowhere.zip"))
+    ok(at)
+    assert at.error and "nowhere.zip" in at.error[0].value
+
+
+def test_dataset_page(lab):
+    at = open_app(lab, "dataset")
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "10" and metrics["Images"] == "300"
+    assert metrics["Train"] and metrics["Validation"] and metrics["Test"] == "60"
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.image) == 1  # the sample grid of the chosen class
+    at.segmented_control(key="ds_sort").set_value("name").run()
+    ok(at)
+    at.selectbox(key="ds_class").set_value(3).run()
+    ok(at)
+    assert "class '3'" in at.image[0].captions[0]
+
+
+def test_augment_page_drives_preview(lab, monkeypatch):
+    import charlab.augment as aug
+
+    calls = []
+    real = aug.preview
+
+    def spy(images, cfg, seed, k=8):
+        calls.append((cfg.preset, seed, k, tuple(images.shape)))
+        return real(images, cfg, seed=seed, k=k)
+
+    monkeypatch.setattr(aug, "preview", spy)
+    at = open_app(lab, "augment")
+    ok(at)
+    assert calls[-1][0] == "light" and calls[-1][1] == 0 and calls[-1][2] == 7
+    at.selectbox(key="aug_preset").set_value("strong").run()
+    at.button(key="aug_reroll").click().run()
+    ok(at)
+    assert calls[-1][:2] == ("strong", 1)
+    at.toggle(key="aug_edit").set_value(True).run()
+    at.slider(key="aug_strong_rotate").set_value((-30.0, 30.0)).run()
+    ok(at)
+    assert calls[-1][0] == "custom"
+    assert at.session_state["aug_custom"]["rotate"] in ([-30.0, 30.0], (-30.0, 30.0))
+    # balancing: oversample raises every class to the target
+    at.selectbox(key="aug_balance").set_value("oversample").run()
+    ok(at)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_train_page_launches_the_form_config(lab, monkeypatch):
+    import charlab.runs as runs
+
+    launched = []
+
+    def fake_launch(config, root="runs", **kw):
+        launched.append((config, root))
+        return SimpleNamespace(id="20990101-000000-lenet-abc123", state="queued", queue_position=2)
+
+    monkeypatch.setattr(runs, "launch", fake_launch)
+    at = open_app(lab, "train")
+    ok(at)
+    at.selectbox(key="tr_model").set_value("lenet")
+    at.number_input(key="tr_epochs").set_value(4)
+    at.selectbox(key="tr_aug").set_value("strong")
+    at.selectbox(key="tr_balance").set_value("sampler")
+    at.number_input(key="tr_patience").set_value(2)
+    at.selectbox(key="tr_init").set_value(str(lab.ckpt))
+    at.form_submit_button[0].click().run()
+    ok(at)
+    (cfg, root), = launched
+    assert root == str(lab.runs_root)
+    assert cfg.model.name == "lenet" and cfg.epochs == 4 and cfg.patience == 2 and cfg.balance == "sampler"
+    assert cfg.augment.preset == "strong" and cfg.augment.rotate_p > 0
+    assert cfg.data.source == SMALL_SOURCE and cfg.init_from == str(lab.ckpt)
+    assert any("place 2" in s.value for s in at.success)
+
+
+def test_runs_page(lab, monkeypatch):
+    import charlab.runs as runs
+
+    stopped = []
+    monkeypatch.setattr(runs, "stop_run", lambda d, *a, **k: stopped.append(d))
+    at = open_app(lab, "runs")
+    ok(at)
+    assert len(at.dataframe) >= 2  # the runs table and the config diff
+    assert len(at.get("plotly_chart")) == 1
+    diff = at.dataframe[-1].value
+    assert list(diff["setting"]) == ["lr"]
+    # a finished run cannot be stopped; delete needs the confirmation first
+    assert at.button(key="runs_stop").disabled
+    assert at.button(key="runs_delete").disabled
+    victim = lab.runs[0]
+    at.selectbox(key="runs_manage").set_value(victim.name).run()
+    at.checkbox(key="runs_confirm").check().run()
+    at.button(key="runs_delete").click().run()
+    ok(at)
+    assert not victim.exists()
+    lab.runs[0] = make_finished_run(lab.runs_root, lab.ckpt, lr=3e-3)  # restore for later tests
+
+
+def test_runs_page_empty_state(lab, tmp_path):
+    at = open_app(lab, "runs", runs_root=str(tmp_path))
+    ok(at)
+    assert at.info and "Train" in at.info[0].value
+
+
+def test_errors_page(lab):
+    at = open_app(lab, "errors", sb_model=str(lab.ckpt))
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert {"Accuracy", "Macro-F1", "Images", "Errors"} <= set(metrics)
+    assert len(at.get("plotly_chart")) >= 2  # the confusion matrix and the saliency overlays
+    subheads = [s.value for s in at.subheader]
+    assert "Confusion matrix" in subheads and "Top losses" in subheads and "Label-issue suspects" in subheads
+    if at.selectbox(key="err_pair").options:  # pick the second most confused pair
+        opts = at.selectbox(key="err_pair").options
+        at.selectbox(key="err_pair").select_index(min(1, len(opts) - 1)).run()
+        ok(at)
+    at.selectbox(key="err_split").set_value("test").run()
+    ok(at)
+    assert [m.value for m in at.metric if m.label == "Images"] == ["60"]
+
+
+def test_draw_page_predicts_and_saves(lab):
+    at = open_app(lab, "draw", sb_model=str(lab.ckpt))
+    ok(at)
+    assert at.info  # empty canvas: asks to draw
+    at.session_state["draw_canvas_0"] = canvas_value(SEVEN)
+    at.run()
+    ok(at)
+    assert any("It's a" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 3  # top-5, the processed image, Grad-CAM
+    at.text_input(key="draw_label").input("7")
+    at.form_submit_button[0].click().run()
+    ok(at)
+    saved = list((lab.drawings / "7").glob("*.png"))
+    assert len(saved) == 1
+    assert any("Saved as '7'" in s.value for s in at.success)
+    assert "My drawings" in at.sidebar.selectbox(key="sb_kind").options
+    at.button(key="draw_clear").click().run()
+    ok(at)
+    assert at.info
