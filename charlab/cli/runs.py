@@ -49,7 +49,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'id':<40} {'state':<11} {'epoch':>7} {'val_acc':>8} {'val_f1':>8} {'time':>7}  source")
     for i in infos:
         state = f"{i.state}#{i.queue_position}" if i.queue_position else i.state
-        dur = f"{i.duration_s / 60:.1f}m" if i.duration_s else "-"
+        dur = "-" if not i.duration_s else f"{i.duration_s:.0f}s" if i.duration_s < 90 else f"{i.duration_s / 60:.1f}m"
         print(f"{i.id:<40} {state:<11} {f'{i.epoch}/{i.epochs}':>7} {_fmt(i.best_val_acc):>8} "
               f"{_fmt(i.best_val_macro_f1):>8} {dur:>7}  {i.source}")
     return 0
