@@ -23,7 +23,7 @@ from ..io import atomic_write
 from .dataset import CharDataset
 from .preprocess import PREPROCESS_VERSION
 
-CACHE_FORMAT = 1  # bump when the stored layout or a loader's output changes
+CACHE_FORMAT = 2  # bump when the stored layout or a loader's output changes
 
 
 def cache_dir() -> Path:
@@ -52,7 +52,8 @@ def _entry_path(key: str) -> Path:
     return cache_dir() / "data" / f"{key}.pt"
 
 
-def load_cached(key: str) -> Optional[CharDataset]:
+def load_cached(key: str, source: Optional[str] = None) -> Optional[CharDataset]:
+    """The cached dataset, or None; `source` replaces the stored source string (same data, other spelling)."""
     path = _entry_path(key)
     if not path.exists():
         return None
@@ -60,19 +61,24 @@ def load_cached(key: str) -> Optional[CharDataset]:
         d = torch.load(path, map_location="cpu", weights_only=True)
         if d.get("format") != CACHE_FORMAT:
             return None
-        ds = CharDataset(images=d["images"], labels=d["labels"], classes=list(d["classes"]), paths=d["paths"],
+        paths = d["paths"].split("\0") if isinstance(d["paths"], str) else d["paths"]
+        ds = CharDataset(images=d["images"], labels=d["labels"], classes=list(d["classes"]), paths=paths,
                          skipped=list(d["skipped"]), source=d["source"], info=dict(d["info"]))
     except Exception:  # noqa: BLE001 - any unreadable entry (torn write, old torch, garbage) is simply rebuilt
         return None
     ds.info["cached"] = True
+    if source is not None:
+        ds.source = source
     return ds
 
 
 def save_cached(key: str, ds: CharDataset) -> None:
     """Best effort: a read-only or full cache directory must not stop the data from loading."""
     info = {k: v for k, v in ds.info.items() if k != "cached"}
+    # paths as one NUL-joined string: torch's weights-only unpickler takes ~1 s for a list of 60,000 str
+    paths = "\0".join(ds.paths) if ds.paths else ds.paths
     obj: dict[str, Any] = {"format": CACHE_FORMAT, "images": ds.images.contiguous(), "labels": ds.labels,
-                           "classes": list(ds.classes), "paths": ds.paths, "skipped": list(ds.skipped),
+                           "classes": list(ds.classes), "paths": paths, "skipped": list(ds.skipped),
                            "source": ds.source, "info": info}
     try:
         atomic_write(_entry_path(key), lambda f: torch.save(obj, f))
