@@ -9,6 +9,9 @@ Two figures, measured in the same run:
 
 Timings are steady state (workers started and warm, a few warm-up steps first); the training
 steps with and without augmentation are interleaved so background load hits both alike.
+On a machine loaded by other processes, libgomp's spin-waiting makes every two-thread op wait
+for a descheduled thread: run with GOMP_SPINCOUNT=0 (or OMP_WAIT_POLICY=PASSIVE) set before
+Python starts to see the figures without that effect; the JSON records both variables.
 """
 from __future__ import annotations
 
@@ -178,4 +181,6 @@ def run(args: argparse.Namespace) -> dict:
         **{k: round(v, 4 if "overhead" in k else 2) for k, v in train.items()},
         "model": args.model, "cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
         "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        # libgomp's spin-waiting decides two-thread timings on a loaded machine (see BENCHMARKS.md)
+        "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
