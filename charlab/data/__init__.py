@@ -15,11 +15,7 @@ from .sources import load_source, load_test_source, open_image, read_idx, source
 from .splits import Splits, align_classes, load_splits, stratified_split
 from .stats import ClassStats, class_stats, sample_grid
 
-try:  # TODO(data core): drop this guard once synthetic.py is committed
-    from . import synthetic  # noqa: F401 - registers the "synthetic" source
-except ModuleNotFoundError as e:
-    if e.name != f"{__name__}.synthetic":
-        raise
+from . import synthetic  # noqa: E402,F401 - registers the "synthetic" source
 from . import digitsum  # noqa: E402,F401 - registers the "digitsum" source
 
 __all__ = [
