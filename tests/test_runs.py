@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from charlab import runs
-from charlab.config import TrainConfig
+from charlab.config import TrainConfig, to_dict
 from charlab.errors import RunError
 
 from test_ddp import _shapes  # noqa: E402 - pytest puts tests/ on sys.path
@@ -57,16 +57,25 @@ def epochs_of(run_dir: Path) -> list:
     return [r["epoch"] for r in runs.read_metrics(run_dir) if r.get("split", "train") == "train"]
 
 
+LAUNCHER = """
+import json, sys
+from charlab import runs
+from charlab.config import TrainConfig, from_dict
+cfg = from_dict(TrainConfig, json.loads(sys.argv[2]))
+infos = [runs.launch(cfg, sys.argv[1], max_parallel=1) for cfg.seed in (1, 2)]
+print(json.dumps([[str(i.run_dir), i.state, i.queue_position] for i in infos]))
+"""
+
+
 @pytest.mark.slow  # ~25 s: two background runs, each its own python process
 def test_background_runs_outlive_the_launcher_and_the_queue_starts_by_itself(tmp_path, folder_source):
     root = tmp_path / "runs"
-    common = ["train", "--source", folder_source, "--model", "lenet", "--epochs", "2", "--batch-size", "16",
-              "--root", str(root), "--background", "--max-parallel", "1", "--json"]
-    first = json.loads(cli(*common, "--seed", "1").stdout)  # each launcher process exits right away
-    second = json.loads(cli(*common, "--seed", "2").stdout)
-    assert first["state"] == "running"
-    assert second["state"] == "queued" and second["queue_position"] == 1
-    a, b = Path(first["run_dir"]), Path(second["run_dir"])
+    p = subprocess.run([sys.executable, "-c", LAUNCHER, str(root), json.dumps(to_dict(config(folder_source)))],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr  # the launcher has exited; its runs go on
+    (a, a_state, _), (b, b_state, b_pos) = json.loads(p.stdout)
+    assert a_state == "running" and (b_state, b_pos) == ("queued", 1)
+    a, b = Path(a), Path(b)
     # kick=False: only the finishing trainer may start the queued run
     wait_for(lambda: all(i.state in ("done", "failed") for i in runs.list_runs(root, kick=False)), 240, "both runs")
     infos = {i.run_dir: i for i in runs.list_runs(root, kick=False)}
@@ -81,7 +90,8 @@ def test_background_runs_outlive_the_launcher_and_the_queue_starts_by_itself(tmp
 @pytest.mark.slow  # ~35 s: a run stopped, resumed, killed with SIGKILL and resumed again
 def test_stop_then_sigkill_then_resume_loses_and_repeats_no_metrics_line(tmp_path, folder_source):
     root = tmp_path / "runs"
-    cfg = config(folder_source, epochs=6, model="kaggle_cnn")
+    cfg = config(folder_source, epochs=8, model="kaggle_cnn")
+    cfg.batch_size = 8  # many short steps: the stop and the kill land inside an epoch
     info = runs.launch(cfg, root)
     d = info.run_dir
     assert info.state == "running"
@@ -108,9 +118,9 @@ def test_stop_then_sigkill_then_resume_loses_and_repeats_no_metrics_line(tmp_pat
     wait_for(lambda: runs.run_info(d).state in ("done", "failed"), what="the run to finish")
     assert runs.run_info(d).state == "done", runs.log_tail(d)
     rows = runs.read_metrics(d)
-    assert epochs_of(d) == [1, 2, 3, 4, 5, 6]
+    assert epochs_of(d) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [r.get("split") for r in rows].count("test") == 0  # a folder source has no test split
-    assert runs.run_info(d).epoch == 6
+    assert runs.run_info(d).epoch == 8
 
 
 def _dead_pid() -> int:
@@ -152,7 +162,7 @@ def test_resolve_run_by_dir_id_or_part_and_unknown_names_close_matches(tmp_path,
         runs.resolve_run(d.name[:-1] + "x", root)
 
 
-@pytest.mark.slow  # ~20 s idle, ~50 s at load 12: five CLI processes, each importing torch
+@pytest.mark.slow  # ~25 s idle, ~60 s at load 12: six CLI processes, each importing torch
 def test_cli_train_and_runs_smoke(tmp_path, folder_source):
     run_dir, root = tmp_path / "runs" / "smoke", tmp_path / "runs"
     out = json.loads(cli("train", "--source", folder_source, "--model", "lenet", "--epochs", "1", "--batch-size",
@@ -168,6 +178,12 @@ def test_cli_train_and_runs_smoke(tmp_path, folder_source):
     assert p.returncode == 2 and "not running" in p.stderr
     cli("runs", "delete", "smoke", "--root", str(root))
     assert not run_dir.exists()
+    bg = json.loads(cli("train", "--source", folder_source, "--model", "lenet", "--epochs", "1", "--root", str(root),
+                        "--background", "--json").stdout)
+    assert bg["state"] == "running"
+    wait_for(lambda: runs.run_info(bg["run_dir"]).state != "running", what="the background run")
+    assert runs.run_info(bg["run_dir"]).state == "done"
+    runs.delete_run(bg["run_dir"])
     # a failure inside the trainer ends `failed` with the reason, and the CLI says it without a traceback
     p = cli("train", "--source", str(tmp_path / "missing"), "--epochs", "1", "--root", str(root), check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr
