@@ -46,6 +46,14 @@ def chars74k_float(chars74k_train_zip) -> torch.Tensor:
     return data.to_float(ds.images[idx])
 
 
+@pytest.fixture(scope="session")
+def synthetic_float() -> torch.Tensor:
+    data = pytest.importorskip("charlab.data")
+    if "synthetic" not in data.SOURCES:
+        pytest.skip("the synthetic source is not registered yet")
+    return data.to_float(data.load_source("synthetic:n=4").images)  # 248 images, 62 classes
+
+
 def test_presets_registered_and_unknown_lists_valid():
     assert set(PRESETS) <= set(list_presets())
     for name in list_presets():
@@ -201,6 +209,11 @@ def _check_ink(x: torch.Tensor, name: str, max_growth: float) -> None:
 @pytest.mark.parametrize("name", PRESETS)
 def test_no_preset_empties_an_image_synthetic(name):
     _check_ink(ink_images(256), name, max_growth=4.5)  # a 1-px diagonal thickened by 1 px per side: ~3×
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_no_preset_empties_an_image_synthetic_source(name, synthetic_float):
+    _check_ink(synthetic_float, name, max_growth=3.5)
 
 
 @pytest.mark.parametrize("name", PRESETS)

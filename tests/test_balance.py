@@ -125,3 +125,15 @@ def test_single_image_dataset_every_strategy(strategy):
     if strategy == "oversample":
         assert oversample(ds, None, None) is ds
         assert len(oversample(ds, 4, None)) == 4
+
+
+def test_oversample_a_longtail_synthetic_source():
+    data = pytest.importorskip("charlab.data")
+    if "synthetic" not in data.SOURCES:
+        pytest.skip("the synthetic source is not registered yet")
+    ds = data.load_source("synthetic:classes=digits,n=12,profile=longtail")
+    counts = ds.counts()
+    assert counts.min() < counts.max()  # imbalanced
+    out = oversample(ds, None, get_preset("report36"), seed=0)
+    np.testing.assert_array_equal(out.counts(), effective_counts(counts, "oversample"))
+    assert out.images.shape[1:] == ds.images.shape[1:] and out.images.dtype == torch.uint8
