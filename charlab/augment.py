@@ -24,7 +24,7 @@ returns its input itself.
 
 Presets live in `AUGMENT_PRESETS` (a Registry of functions returning a fresh AugmentConfig).
 `preview(images, cfg, seed, k)` returns K variants of each image and the parameters drawn for
-each, stable for a given seed: variant j of image i depends only on (seed, i, the image).
+each, stable for a given seed: variant j of image i depends only on (seed, i, j, the image).
 """
 from __future__ import annotations
 
@@ -538,7 +538,9 @@ class Preview:
 
 def preview(images: torch.Tensor, cfg: AugmentConfig, seed: int, k: int = 8) -> Preview:
     """K variants of every image, stable for a seed: variant j of image i depends only on
-    (seed, i, the image), so adding images to the grid does not re-roll the ones shown."""
+    (seed, i, j, the image), so showing more images or more variants re-rolls none of those
+    already shown. Each variant is its own one-image augment_batch call with its own generator:
+    a preview holds a few dozen images, and one-image tensors are too small to be worth batching."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 1:
         raise CharlabError("preview needs uint8 images N×1×H×W")
     if k < 1:
@@ -547,11 +549,14 @@ def preview(images: torch.Tensor, cfg: AugmentConfig, seed: int, k: int = 8) -> 
     n, _, h, w = images.shape
     out = torch.empty(n, k, 1, h, w, dtype=torch.uint8)
     params: list[list[dict]] = []
-    for i in range(n):  # a preview is a handful of images; one seeded batch of K per image
-        g = torch.Generator().manual_seed(_mix_seed(seed, i))
-        x = images[i : i + 1].float().div(255.0).expand(k, 1, h, w).contiguous()  # K×1×H×W
-        y, rows = augment_batch_with_params(x, cfg, g)
-        out[i] = to_uint8(y).cpu()
+    for i in range(n):
+        x = images[i : i + 1].float().div(255.0)  # 1×1×H×W
+        rows = []
+        for j in range(k):
+            g = torch.Generator().manual_seed(_mix_seed(_mix_seed(seed, i), j))
+            y, row = augment_batch_with_params(x, cfg, g)
+            out[i, j] = to_uint8(y[0]).cpu()
+            rows.append(row[0])
         params.append(rows)
     return Preview(images=out, params=params)
 

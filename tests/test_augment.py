@@ -252,6 +252,8 @@ def test_preview_shapes_stability_and_position_independence():
     assert torch.equal(p.images, again.images) and p.params == again.params
     fewer = preview(imgs[:2], cfg, seed=3, k=5)
     assert torch.equal(fewer.images, p.images[:2])  # adding images does not re-roll the first ones
+    more = preview(imgs[:2], cfg, seed=3, k=7)
+    assert torch.equal(more.images[:, :5], p.images[:2]) and more.params[1][:5] == p.params[1]  # nor more variants
     assert not torch.equal(preview(imgs, cfg, seed=4, k=5).images, p.images)
     ident = preview(imgs, get_preset("none"), seed=0, k=2)
     assert torch.equal(ident.images[:, 0], imgs) and torch.equal(ident.images[:, 1], imgs)
