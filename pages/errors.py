@@ -71,10 +71,11 @@ C = interp.num_classes
 
 def select_cell_from_chart() -> None:
     pts = st.session_state["err_cm"].selection.points
-    if pts:
-        t, p = pts[0]["customdata"][:2]
-        st.session_state["err_cell"] = (int(t), int(p))
-        st.session_state.pop("err_pair", None)  # the pair list then shows the clicked cell
+    if pts:  # x = predicted class, y = true class (category names; customdata comes back as a dict)
+        t, p = interp.class_index(str(pts[0]["y"])), interp.class_index(str(pts[0]["x"]))
+        st.session_state["err_cell"] = (t, p)
+        if t != p:  # the pair list then shows the clicked cell (every non-empty error cell is in it)
+            st.session_state["err_pair"] = (t, p)
 
 
 def select_cell_from_list() -> None:
@@ -104,6 +105,7 @@ with left:
             marker=dict(symbol="square", size=msize, color=z, colorscale=scale, cmin=0,
                         cmax=1 if name == "correct" else max(float(z.max()) if len(z) else 0.0, 0.05),
                         line=dict(width=0)),
+            unselected=dict(marker=dict(opacity=0.6)),  # Plotly's default fades the rest to 0.2
             customdata=np.stack([t, p, cm[t, p], z], axis=1) if len(t) else None,
             hovertemplate="true %{y} → predicted %{x}<br>%{customdata[2]} images (%{customdata[3]:.0%} of %{y})"
                           "<extra></extra>"))

@@ -132,7 +132,10 @@ def test_confusion_cell_click_shows_its_images(app_url, page):
     # the last marker of the error trace (the first trace holds the diagonal)
     cells = page.locator(".js-plotly-plot .scatterlayer .trace").nth(1).locator("path.point")
     assert cells.count() >= 2, "the confusion matrix shows fewer than two error cells"
-    cells.nth(cells.count() - 1).click(force=True)
+    # Plotly takes clicks on its drag layer and finds the point under the mouse: click by position
+    box = cells.nth(cells.count() - 1).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_function("(b) => { const h = [...document.querySelectorAll('h3')].find("
                            "e => e.innerText.includes('→ predicted')); return h && h.innerText !== b; }",
                            arg=before, timeout=60_000)
