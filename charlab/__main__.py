@@ -1,7 +1,14 @@
 """`python -m charlab …`: data info, train, runs, eval, predict, suspects, sweep, bench."""
 from __future__ import annotations
 
-import argparse
+import os
+
+# Before torch loads libgomp: OpenMP threads that spin while waiting for a partner thread stall
+# badly when the 2 cores are shared (the app, a background run, other users): measured 5.0 s vs
+# 1.1 s per kaggle_cnn step under load (BENCHMARKS.md, Augmentation). A user's setting wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
+
+import argparse  # noqa: E402
 import importlib
 import pkgutil
 import sys
