@@ -48,6 +48,7 @@ below = (shown["deficit"].to_numpy() / median) if median > 0 else np.zeros(len(s
 fig = go.Figure(go.Bar(
     x=shown["class"].astype(str), y=shown["count"],
     marker=dict(color=below, colorscale=[[0, "#4C78A8"], [0.35, "#F2B701"], [1, "#E45756"]], cmin=0, cmax=1,
+                showscale=bool(below.any()),  # a scale with nothing on it is noise on balanced data
                 colorbar=dict(title="below<br>median", tickformat=".0%", thickness=12)),
     customdata=np.stack([below, shown["share"]], axis=1),
     hovertemplate="class %{x}: %{y} images<br>%{customdata[1]:.1%} of the data"

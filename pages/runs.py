@@ -68,7 +68,7 @@ def curves(selected: list) -> None:
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Accuracy", "Macro-F1 (val)"),
                         horizontal_spacing=0.06)
     palette = qualitative.Plotly
-    empty = []
+    empty, plotted = [], 0
     for n, run in enumerate(selected):
         run_id = run.id
         rows = read_metrics(run.run_dir)
@@ -76,6 +76,7 @@ def curves(selected: list) -> None:
         if not rows:
             empty.append(run_id)
             continue
+        plotted += 1
         color = palette[n % len(palette)]
         ep = [r["epoch"] for r in rows]
         for col, key, dash, label in ((1, "train_loss", "solid", "train"), (1, "val_loss", "dash", "val"),
@@ -89,6 +90,9 @@ def curves(selected: list) -> None:
                                      name=f"{short(run_id)} · {label}", showlegend=col == 1,
                                      hovertemplate=f"{run_id}<br>{key} %{{y:.4f}} at epoch %{{x}}<extra></extra>"),
                           row=1, col=col)
+    if not plotted:
+        st.caption("No finished epoch yet: " + ", ".join(empty) + ". The curves appear after the first one.")
+        return
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(font_size=11))
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
@@ -106,8 +110,9 @@ def live_view() -> None:
     runs_table(now)
     now_ids = [r.id for r in now]
     state = {r.id: r.state for r in now}
-    default = [r.id for r in now if r.state in ACTIVE] or now_ids[:3]
-    selected = st.multiselect("Runs to plot", now_ids, default=default[:6], key="runs_sel",
+    active_ids = [r.id for r in now if r.state in ACTIVE]
+    default = list(dict.fromkeys(active_ids + now_ids[:3]))[:4]  # what trains now, then the latest
+    selected = st.multiselect("Runs to plot", now_ids, default=default, key="runs_sel",
                               format_func=lambda i: f"{STATE_ICON.get(state[i], '')} {i}")
     curves([r for r in now if r.id in selected])
     if live and not any(r.state in ACTIVE for r in now):

@@ -11,8 +11,8 @@ src = ui.source()
 if not src:
     st.info("Choose a data source in the sidebar first.")
     st.stop()
-st.caption(f"Trains on the sidebar's source: `{src}` (its own test split, when it has one, is only "
-           "evaluated at the end; early stopping and the best checkpoint follow the validation split).")
+st.caption(f"Trains on the sidebar's source, `{src}`. Early stopping and the best checkpoint follow the "
+           "validation split; the source's own test split, if any, is evaluated once at the end.")
 
 from charlab.augment import get_preset, list_presets  # noqa: E402
 from charlab.balance import BALANCE_STRATEGIES  # noqa: E402
