@@ -237,7 +237,8 @@ def _base_status(config: TrainConfig) -> dict:
     return {"state": "queued", "pid": None, "epoch": 0, "epochs": config.epochs, "best": None, "best_epoch": 0,
             "best_metrics": None, "monitor": config.monitor, "heartbeat": None, "created": time.time(),
             "queued_at": None, "started": None, "ended": None, "elapsed_s": None, "error_tail": None,
-            "source": config.data.source, "model": config.model.name}
+            "source": config.data.source, "model": config.model.name,
+            "cwd": os.getcwd()}  # relative paths in the config (source, init_from) mean what they meant here
 
 
 def create_run(config: TrainConfig, root: str | os.PathLike = "runs", *, run_dir: str | os.PathLike | None = None,
@@ -398,9 +399,10 @@ def _queue_lock(root: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _spawn(run_dir: Path, *, resume: bool) -> int:
+def _spawn(run_dir: Path, *, resume: bool, cwd: Optional[str] = None) -> int:
     """Start `python -m charlab train` on the run as its own session: it survives the
     launcher (a page reload, the app restarting, a shell closing)."""
+    run_dir = run_dir.resolve()  # the child's cwd may differ from ours
     cmd = [sys.executable, "-m", "charlab", "train", "--config", str(run_dir / CONFIG), "--run-dir", str(run_dir)]
     if resume:
         cmd.append("--resume")
@@ -411,7 +413,8 @@ def _spawn(run_dir: Path, *, resume: bool) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     with open(run_dir / LOG, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(run_dir.parent), env=env, start_new_session=True, close_fds=True)
+                                cwd=cwd if cwd and Path(cwd).is_dir() else None, env=env,
+                                start_new_session=True, close_fds=True)
     return proc.pid
 
 
@@ -429,7 +432,7 @@ def kick_queue(root: str | os.PathLike = "runs", max_parallel: Optional[int] = N
         limit = max_parallel or int(queued[0].status.get("max_parallel") or 1)
         running = sum(i.state == "running" for i in infos)
         for info in queued[:max(0, limit - running)]:
-            pid = _spawn(info.run_dir, resume=bool(info.status.get("resume")))
+            pid = _spawn(info.run_dir, resume=bool(info.status.get("resume")), cwd=info.status.get("cwd"))
             update_status(info.run_dir, state="running", pid=pid, heartbeat=time.time())
             started.append(info.run_dir)
     return started
