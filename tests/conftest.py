@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# As in `python -m charlab`: OpenMP threads that spin-wait stall when the 2 cores are shared.
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
