@@ -71,6 +71,11 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     Train loss and accuracy are measured on the augmented batches, as trained.
     """
     model.train()
+    for m in model.modules():
+        # A frozen body (fine-tuning with freeze_body) keeps its BatchNorm statistics too:
+        # updating running means under new data would change the features the head learns on.
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
+            m.eval()
     total = len(batches) if hasattr(batches, "__len__") else 0
     log = MetricLogger(window=20)
     loss_sum, correct, n, steps, stopped = 0.0, 0, 0, 0, False
