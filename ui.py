@@ -174,7 +174,7 @@ def _has_drawings(folder: str) -> bool:
 def _model_choices(root: str, ckpt_dir: str) -> list[tuple[str, str]]:
     from charlab.runs import list_runs
 
-    out = [(str(p), f"{p.stem} (checkpoints/)") for p in sorted(Path(ckpt_dir).glob("*.pt"))]
+    out = [(str(p), f"{p.stem} (checkpoints/{p.name})") for p in sorted(Path(ckpt_dir).glob("*.pt"))]
     try:
         runs = list_runs(root)
     except CharlabError:
@@ -183,8 +183,14 @@ def _model_choices(root: str, ckpt_dir: str) -> list[tuple[str, str]]:
         best = Path(r.run_dir) / "best.pt"
         if r.state in ("done", "stopped") and best.exists():
             acc = f" · val acc {r.best_val_acc:.1%}" if r.best_val_acc is not None else ""
-            out.append((str(best), f"run {r.id}{acc}"))
+            out.append((str(best), f"{short_run_id(r.id)}{acc}"))
     return out
+
+
+def short_run_id(run_id: str) -> str:
+    """'20261120-223351-kaggle_cnn-03cc11' -> 'kaggle_cnn-03cc11': readable in legends and pickers."""
+    parts = run_id.split("-", 2)
+    return parts[2] if len(parts) == 3 and parts[0].isdigit() else run_id
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -310,8 +316,8 @@ def show_grid(images: np.ndarray, ncols: int, *, px: int = 84, caption: Optional
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]
-    g = grid(images, ncols, gap_after=gap_after)
-    st.image(crisp(g, scale_for(images.shape[-1], px)), caption=caption)
+    g = crisp(grid(images, ncols, gap_after=gap_after), scale_for(images.shape[-1], px))
+    st.image(g, caption=caption, width=g.shape[1])  # its own size: st.image would stretch a small grid
 
 
 def images_row(images: list[np.ndarray], captions: list[str], px: int = 96) -> None:

@@ -57,7 +57,7 @@ try:
     pred = ui.predictor_for(ref)
     t0 = time.perf_counter()
     top = pred.predict_images([drawing], top_k=5)[0]
-    seen = pred.prepare(drawing)
+    seen = np.array(pred.prepare(drawing))  # a writable copy (torch warns on read-only arrays)
     cam = pred.saliency(seen, "grad_cam")
     ms = (time.perf_counter() - t0) * 1000
 except CharlabError as e:
@@ -66,7 +66,7 @@ except CharlabError as e:
 
 with mid:
     best, p = top[0]
-    st.markdown(f"### It's a **{best}** &nbsp; <span style='color:grey;font-size:0.8em'>({p:.0%})</span>",
+    st.markdown(f"### Looks like **{best}** &nbsp; <span style='color:grey;font-size:0.8em'>({p:.0%} sure)</span>",
                 unsafe_allow_html=True)
     fig = go.Figure(go.Bar(x=[q for _, q in top][::-1], y=[f"{c} " for c, _ in top][::-1], orientation="h",
                            marker_color=["#4C78A8"] * (len(top) - 1) + ["#E45756"],

@@ -33,12 +33,6 @@ ids = list(by_id)
 live = any(r.state in ACTIVE for r in runs)
 
 
-def short(run_id: str) -> str:
-    """'20261120-223351-kaggle_cnn-03cc11' -> 'kaggle_cnn-03cc11' (legends stay readable)."""
-    parts = run_id.split("-", 2)
-    return parts[2] if len(parts) == 3 and parts[0].isdigit() else run_id
-
-
 def epoch_text(r) -> str:
     text = f"{r.epoch}/{r.epochs}"
     step, steps = r.status.get("step"), r.status.get("steps")
@@ -87,7 +81,7 @@ def curves(selected: list) -> None:
                 continue
             fig.add_trace(go.Scatter(x=ep, y=ys, mode="lines+markers", marker_size=4,
                                      line=dict(color=color, dash=dash), legendgroup=run_id,
-                                     name=f"{short(run_id)} · {label}", showlegend=col == 1,
+                                     name=f"{ui.short_run_id(run_id)} · {label}", showlegend=col == 1,
                                      hovertemplate=f"{run_id}<br>{key} %{{y:.4f}} at epoch %{{x}}<extra></extra>"),
                           row=1, col=col)
     if not plotted:

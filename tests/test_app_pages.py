@@ -235,7 +235,7 @@ def test_draw_page_predicts_and_saves(lab):
     at.session_state["draw_canvas_0"] = canvas_value(SEVEN)
     at.run()
     ok(at)
-    assert any("It's a" in m.value for m in at.markdown)
+    assert any("Looks like" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 3  # top-5, the processed image, Grad-CAM
     at.text_input(key="draw_label").input("7")
     at.form_submit_button[0].click().run()

@@ -159,7 +159,7 @@ def test_draw_predicts(app_url, page):
     for t in range(1, 15):
         page.mouse.move(x0 + (0.75 - 0.3 * t / 14) * w, y0 + (0.22 + 0.58 * t / 14) * h)
     page.mouse.up()
-    page.get_by_text("It's a").first.wait_for(timeout=60_000)
+    page.get_by_text("Looks like").first.wait_for(timeout=60_000)
     _settle(page)
     _no_exception(page, "draw")
     assert page.get_by_text("model input").count() >= 1
