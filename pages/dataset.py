@@ -70,11 +70,11 @@ with left:
     per_class = np.bincount(train.labels.numpy(), minlength=len(names))
     default = int(np.argmin(np.where(per_class > 0, per_class, per_class.max() + 1))) if len(names) else 0
     cls = st.selectbox("Class", range(len(names)), index=default, key="ds_class",
-                       format_func=lambda i: f"{names[i]}  ({per_class[i]} training image{'s' * (per_class[i] != 1)})")
+                       format_func=lambda i: f"{names[i]}  ({per_class[i]} training image{'' if per_class[i] == 1 else 's'})")
     idx = np.flatnonzero(train.labels.numpy() == cls)[:48]
     if len(idx):
         ui.show_grid(train.images[idx].numpy(), ncols=12, px=56,
-                     caption=f"{len(idx)} of {per_class[cls]} training image{'s' * (per_class[cls] != 1)} of class "
+                     caption=f"{len(idx)} of {per_class[cls]} training image{'' if per_class[cls] == 1 else 's'} of class "
                              f"{names[cls]!r}, as the model sees them")
     else:
         st.info(f"No training images of class {names[cls]!r}.")
