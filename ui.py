@@ -31,6 +31,7 @@ SOURCE_KINDS = {
     "mnist": "MNIST / EMNIST",
     "csv": "CSV file",
     "upload": "Upload a zip",
+    "digitsum": "Digit sums (k digits → their sum)",
     "drawings": "My drawings",
 }
 SYNTH_CLASSES = {"62": "62: 0–9 A–Z a–z", "36": "36: 0–9 A–Z", "digits": "10: 0–9", "upper": "26: A–Z",
@@ -134,6 +135,12 @@ def _source_widgets(kind: str) -> str:
         return st.text_input("Path to a .csv", key="sb_csv", placeholder="/data/A_Z Handwritten Data.csv").strip()
     if kind == "upload":
         return _upload_widgets()
+    if kind == "digitsum":
+        k = st.select_slider("Digits per image", (2, 3, 4, 5), value=4, key="sb_ds_k")
+        digits = st.text_input("Digits from", key="sb_ds_from", placeholder="synthetic:classes=digits",
+                               help="Any source with the classes 0–9: the synthetic digits, Chars74K's zip, "
+                                    "mnist:DIR, a folder.").strip()
+        return f"digitsum:k={k}" + (f",from={digits}" if digits else "")
     if kind == "drawings":
         st.caption(f"Your saved drawings: `{st.session_state['drawings_dir']}`")
         return st.session_state["drawings_dir"]
@@ -311,12 +318,14 @@ def grid(images: np.ndarray, ncols: int, pad: int = 2, gap_after: Optional[int] 
 
 
 def show_grid(images: np.ndarray, ncols: int, *, px: int = 84, caption: Optional[str] = None,
-              gap_after: Optional[int] = None) -> None:
-    """Tile uint8 N×H×W (or N×1×H×W) images and show them crisp, about `px` pixels per tile."""
+              gap_after: Optional[int] = None, max_width: int = 900) -> None:
+    """Tile uint8 N×H×W (or N×1×H×W) images and show them crisp, tiles about `px` pixels high
+    (less when the grid would be wider than `max_width`, e.g. wide digit-sum images)."""
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]
-    g = crisp(grid(images, ncols, gap_after=gap_after), scale_for(images.shape[-1], px))
+    g = grid(images, ncols, gap_after=gap_after)
+    g = crisp(g, max(1, min(scale_for(images.shape[-2], px), max_width // g.shape[1])))
     st.image(g, caption=caption, width=g.shape[1])  # its own size: st.image would stretch a small grid
 
 
@@ -324,8 +333,8 @@ def images_row(images: list[np.ndarray], captions: list[str], px: int = 96) -> N
     """Separate images with their own captions (galleries), each upscaled crisp."""
     if not images:
         return
-    ims = [crisp(np.asarray(im), scale_for(np.asarray(im).shape[1], px)) for im in images]
-    st.image(ims, caption=captions, width=px)
+    ims = [crisp(np.asarray(im), scale_for(np.asarray(im).shape[0], px)) for im in images]
+    st.image(ims, caption=captions, width=px * ims[0].shape[1] // ims[0].shape[0])
 
 
 def fmt_duration(seconds: Optional[float]) -> str:

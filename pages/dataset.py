@@ -73,7 +73,8 @@ with left:
                        format_func=lambda i: f"{names[i]}  ({per_class[i]} training image{'' if per_class[i] == 1 else 's'})")
     idx = np.flatnonzero(train.labels.numpy() == cls)[:48]
     if len(idx):
-        ui.show_grid(train.images[idx].numpy(), ncols=12, px=56,
+        h, w = train.images.shape[-2:]
+        ui.show_grid(train.images[idx].numpy(), ncols=max(2, 12 * h // w), px=56,
                      caption=f"{len(idx)} of {per_class[cls]} training image{'' if per_class[cls] == 1 else 's'} of class "
                              f"{names[cls]!r}, as the model sees them")
     else:

@@ -100,6 +100,9 @@ def test_sidebar_builds_source_strings(lab):
     at.sidebar.selectbox(key="sb_kind").set_value("path").run()
     at.sidebar.text_input(key="sb_path").input(str(lab.home / "nowhere.zip")).run()
     assert at.session_state["source"] == str(lab.home / "nowhere.zip")
+    at.sidebar.selectbox(key="sb_kind").set_value("digitsum").run()
+    at.sidebar.text_input(key="sb_ds_from").input("mnist:/data/mnist").run()
+    assert at.session_state["source"] == "digitsum:k=4,from=mnist:/data/mnist"
     # the active model: the checkpoint and both finished runs
     assert len(at.sidebar.selectbox(key="sb_model").options) == 3
 
