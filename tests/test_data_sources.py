@@ -363,3 +363,12 @@ def test_cli_data_info_json_and_errors(tmp_path, capsys):
     png = tmp_path / "grid.png"
     assert main(["data", "grid", "--source", str(root), "--out", str(png), "--per-class", "2", "--scale", "1"]) == 0
     assert Image.open(png).size == (2 * 30 + 2, 3 * 30 + 2)
+
+
+def test_cli_info_on_the_synthetic_source_needs_no_files(capsys):
+    import json
+
+    assert main(["data", "info", "--source", "synthetic:classes=digits,n=6,test_n=2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["classes"] == list("0123456789") and out["counts"] == [6] * 10 and out["skipped"] == []
+    assert out["splits"] == {"train": 50, "val": 10, "test": 20}

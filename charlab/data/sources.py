@@ -406,7 +406,7 @@ def map_chunks(fn: Callable, jobs: Sequence[tuple], sizes: Sequence[int], progre
     if progress:
         progress(0, total, message)
     pending = list(jobs)
-    if workers > 1 and total >= 256:
+    if workers > 1 and total >= 256 and not mp.current_process().daemon:  # daemons may not start processes
         # fork: workers start in milliseconds and inherit the imports (spawn would re-import torch,
         # ~2 s per worker here); PyTorch's DataLoader makes the same choice on Linux.
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
