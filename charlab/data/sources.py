@@ -249,6 +249,15 @@ class Layout:
     skipped: list[dict]
     notes: list[str]
 
+    def part(self, role: str) -> list[Item] | None:
+        """train | test | testsource (an explicit test source: its test part, else all of it).
+        None for "test" when the source has no test part: the caller looks for a sibling."""
+        if role == "train":
+            return self.train
+        if self.has_test and self.has_train:
+            return self.test
+        return self.train if role == "testsource" else None
+
 
 
 
@@ -489,13 +498,8 @@ def _load_path(path: Path, source: str, cfg: DataConfig, role: str, progress: Pr
     if ds is not None:
         return ds
     lay = layout(listing)
-    if role == "train":
-        items = lay.train
-    elif role == "testsource":
-        items = lay.test if lay.has_test and lay.has_train else lay.train
-    elif lay.has_test and lay.has_train:
-        items = lay.test
-    else:
+    items = lay.part(role)
+    if items is None:
         sib = sibling_test(path)
         if sib is None:
             return None
@@ -855,17 +859,14 @@ def source_counts(source: str, progress: Progress | None = None, *,
         return classes, np.bincount([index[n] for n in names], minlength=len(classes)).astype(np.int64), []
     listing = list_source(path)
     lay = layout(listing)
-    items = lay.train
-    if split == "test":
-        if lay.has_test and lay.has_train:
-            items = lay.test
-        else:
-            sib = sibling_test(path)
-            if sib is None:
-                return [], np.zeros(0, np.int64), []
-            listing = list_source(sib)
-            lay = layout(listing)
-            items = lay.test if lay.has_test and lay.has_train else lay.train
+    items = lay.part(split)
+    if items is None:
+        sib = sibling_test(path)
+        if sib is None:
+            return [], np.zeros(0, np.int64), []
+        listing = list_source(sib)
+        lay = layout(listing)
+        items = lay.part("testsource")
     classes = sort_classes(c for _, c in items)
     index = {c: i for i, c in enumerate(classes)}
     counts = np.bincount([index[c] for _, c in items], minlength=len(classes)).astype(np.int64)
