@@ -140,10 +140,10 @@ class Predictor:
 
     # --- images -> model input -------------------------------------------------------
     def prepare(self, pil_image) -> np.ndarray:
-        """The S×S uint8 image (ink bright on dark) the model actually sees."""
+        """The H×W uint8 image (ink bright on dark) the model actually sees: S×S, or wide for digit sums."""
         from .data import preprocess_image
 
-        arr = np.asarray(preprocess_image(pil_image, self.data_config))
+        arr = np.asarray(preprocess_image(pil_image, self.data_config, tuple(self.input_shape)))
         if arr.shape != tuple(self.input_shape):
             raise DataError(f"preprocessing gave a {arr.shape} image but the model expects {tuple(self.input_shape)}")
         return arr

@@ -112,3 +112,22 @@ def test_short_training_run_end_to_end(chars74k_train_zip, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 64 and 0 <= report["sum_accuracy"] <= 1 and 0 <= report["digit_accuracy"] <= 1
     assert 0 <= report["end2end_sum_accuracy"] <= 1
+    # a raw photo-like image of a 4-digit number (dark ink on white, any size) goes through the
+    # same preprocessing, padded to the model's wide aspect rather than to a square
+    from PIL import Image, ImageDraw
+
+    raw = Image.new("RGB", (600, 160), "white")
+    draw = ImageDraw.Draw(raw)
+    for i in range(4):
+        draw.line([(60 + 140 * i, 30), (60 + 140 * i, 130)], fill="black", width=9)
+    raw.save(tmp_path / "number.png")
+    from charlab.predict import load_predictor
+
+    seen = load_predictor(str(tmp_path / "e2e")).prepare(Image.open(tmp_path / "number.png"))
+    assert seen.shape == (28, 112)
+    columns = np.flatnonzero(seen.max(axis=0) > 128)
+    assert columns.min() < 20 and columns.max() > 92  # the four strokes span the wide input
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "e2e"), str(tmp_path / "number.png"), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert all(t["label"] in [str(v) for v in range(37)] for t in top)

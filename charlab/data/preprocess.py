@@ -139,24 +139,32 @@ def ink_bbox(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     return top, bottom, left, right
 
 
-def preprocess_ink(a: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """Ink-bright uint8 H×W -> uint8 S×S: crop to the ink, pad to a square with margin, resize, threshold."""
+def preprocess_ink(a: np.ndarray, cfg: DataConfig, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Ink-bright uint8 H×W -> uint8 S×S: crop to the ink, pad to a square with margin, resize, threshold.
+
+    `shape` (H, W) asks for another output shape (a digit-sum model's wide input): the ink is
+    then padded to that aspect ratio instead of a square.
+    """
     size = cfg.image_size
+    out_h, out_w = shape or (size, size)
     a = np.ascontiguousarray(a, dtype=np.uint8)
     h, w = a.shape
     box = ink_bbox(a) if cfg.crop else (0, h - 1, 0, w - 1)
     if box is None or h == 0 or w == 0:
-        return np.zeros((size, size), np.uint8)
+        return np.zeros((out_h, out_w), np.uint8)
     top, bottom, left, right = box
-    side = max(bottom - top + 1, right - left + 1)
+    aspect = out_w / out_h  # 1 for the usual square output
+    side = max(bottom - top + 1, (right - left + 1) / aspect)  # height of the padded box
     # margin applies around cropped ink; an uncropped image is only made square (it has its own border)
     margin = cfg.margin if cfg.crop else 0.0
     padded = max(int(np.ceil(side / (1 - 2 * margin))), 1)
+    padded_w = max(int(round(padded * aspect)), 1)
     cy, cx = (top + bottom + 1) / 2, (left + right + 1) / 2
-    y0, x0 = int(round(cy - padded / 2)), int(round(cx - padded / 2))
+    y0, x0 = int(round(cy - padded / 2)), int(round(cx - padded_w / 2))
     # Pillow's crop outside the image fills with 0: the zero padding, without allocating a big array
-    square = Image.fromarray(a).crop((x0, y0, x0 + padded, y0 + padded))  # padded×padded
-    out = np.asarray(square.resize((size, size), _RESAMPLE, reducing_gap=3.0) if padded != size else square)  # S×S
+    box_img = Image.fromarray(a).crop((x0, y0, x0 + padded_w, y0 + padded))  # padded×padded_w
+    resize = (padded, padded_w) != (out_h, out_w)
+    out = np.asarray(box_img.resize((out_w, out_h), _RESAMPLE, reducing_gap=3.0) if resize else box_img)  # H×W
     peak = int(out.max())
     if 0 < peak < 255:  # downscaling thin strokes lowers their peak; MNIST strokes reach 255
         out = ((out.astype(np.uint16) * 255 + peak // 2) // peak).astype(np.uint8)
@@ -179,15 +187,16 @@ def reduce_large(img: Image.Image, size: int) -> Image.Image:
     return img.reduce(k)
 
 
-def preprocess_image(img: Image.Image, cfg: DataConfig) -> np.ndarray:
-    """Any Pillow image -> uint8 S×S, ink bright on dark (see the module docstring for the steps)."""
+def preprocess_image(img: Image.Image, cfg: DataConfig, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Any Pillow image -> uint8 S×S (or `shape`), ink bright on dark (see the module docstring for the steps)."""
     if img.format == "JPEG" and img.getexif().get(0x0112, 1) != 1:  # phone photos store their rotation in EXIF
         img = ImageOps.exif_transpose(img)
     img = reduce_large(img, cfg.image_size)
     gray, ink_bright = to_gray(img, cfg)
-    return preprocess_array(gray, cfg, ink_bright=ink_bright)
+    return preprocess_array(gray, cfg, ink_bright=ink_bright, shape=shape)
 
 
-def preprocess_array(gray: np.ndarray, cfg: DataConfig, *, ink_bright: bool = False) -> np.ndarray:
-    """A single-channel uint8 H×W of either polarity (a CSV row, an idx image) -> uint8 S×S."""
-    return preprocess_ink(orient(gray, cfg, ink_bright=ink_bright), cfg)
+def preprocess_array(gray: np.ndarray, cfg: DataConfig, *, ink_bright: bool = False,
+                     shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A single-channel uint8 H×W of either polarity (a CSV row, an idx image) -> uint8 S×S (or `shape`)."""
+    return preprocess_ink(orient(gray, cfg, ink_bright=ink_bright), cfg, shape)
