@@ -141,27 +141,29 @@ with right:
 
 st.divider()
 # ---- per class | most confused
-a, b = st.columns([1.3, 1], gap="large")
+a, b = st.columns([1.6, 1], gap="large")
 with a:
     st.subheader("Per class")
     pc = interp.per_class().sort_values(["f1", "class"])[["class", "f1", "precision", "recall", "support"]]
-    bar = dict(format="percent", min_value=0, max_value=1)
-    st.dataframe(pc, hide_index=True, height=320, column_config={
+    bar = dict(format="percent", min_value=0, max_value=1, width="small")
+    st.dataframe(pc, hide_index=True, height=min(35 * (len(pc) + 1) + 3, 320), column_config={
+        "class": st.column_config.TextColumn(width="small"), "support": st.column_config.NumberColumn(width="small"),
         "precision": st.column_config.ProgressColumn(**bar), "recall": st.column_config.ProgressColumn(**bar),
         "f1": st.column_config.ProgressColumn("F1", **bar)})
     st.caption("Worst F1 first.")
 with b:
     st.subheader("Most confused pairs")
     if len(pairs):
-        st.dataframe(pairs[["true", "predicted", "count"]].head(20), hide_index=True, height=320)
+        top_pairs = pairs[["true", "predicted", "count"]].head(20)
+        st.dataframe(top_pairs, hide_index=True, height=min(35 * (len(top_pairs) + 1) + 3, 320))
     else:
         st.caption("No confusion at all on this split.")
 
 # ---- top losses
 st.subheader("Top losses")
 tl = interp.top_losses(24, errors_only=False)
-st.caption("The images the model is most wrong about: given label → prediction, and its probability for the given label.")
-show_images(tl, lambda r: f"{r.true}→{r.predicted} p={r.prob_true:.2f}", px=72)
+st.caption("The images the model is most wrong about: given label → prediction, and the probability it gave the label.")
+show_images(tl, lambda r: f"{r.true}→{r.predicted} {r.prob_true:.2f}", px=72)
 
 # ---- saliency
 st.subheader("Where the model looked")
