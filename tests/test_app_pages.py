@@ -107,6 +107,33 @@ def test_sidebar_builds_source_strings(lab):
     assert len(at.sidebar.selectbox(key="sb_model").options) == 3
 
 
+def test_uploaded_zip_is_saved_and_becomes_the_source(lab):
+    import io
+    import zipfile
+
+    from PIL import Image, ImageDraw
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for label, shape in (("A", [(8, 56), (32, 8), (56, 56)]), ("B", [(16, 8), (16, 56), (48, 32), (16, 8)])):
+            for i in range(3):
+                im = Image.new("L", (64, 64), 255)
+                ImageDraw.Draw(im).line(shape, fill=0, width=5 + i)
+                png = io.BytesIO()
+                im.save(png, format="PNG")
+                z.writestr(f"{label}/{i}.png", png.getvalue())
+    at = open_app(lab, sb_kind="upload")
+    at.sidebar.file_uploader(key="sb_upload").upload("my letters?.zip", buf.getvalue(), "application/zip").run()
+    saved = lab.home / "user_data" / "uploads" / "my_letters_.zip"
+    assert saved.read_bytes() == buf.getvalue()
+    assert at.session_state["source"] == str(saved)
+    at.switch_page("pages/dataset.py")
+    at.run()
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "2" and metrics["Images"] == "6"
+
+
 def test_bad_path_shows_a_message_not_a_traceback(lab):
     at = open_app(lab, "dataset", sb_kind="path", sb_path=str(lab.home / "nowhere.zip"))
     ok(at)
