@@ -155,6 +155,19 @@ def test_dataset_page(lab):
     assert "class '3'" in at.image[0].captions[0]
 
 
+def test_dataset_and_augment_pages_on_chars74k(lab, chars74k_train_zip):
+    """The real zips: 62 classes named by their characters, the sibling test zip as the test split."""
+    at = open_app(lab, "dataset", sb_kind="path", sb_path=str(chars74k_train_zip))
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "62" and metrics["Images"] == "2,480" and metrics["Test"] == "930"
+    assert "A" in at.selectbox(key="ds_class").options[10]
+    at.switch_page("pages/augment.py")
+    at.run()
+    ok(at)
+    assert len(at.image) == 1 and len(at.get("plotly_chart")) == 1
+
+
 def test_augment_page_drives_preview(lab, monkeypatch):
     import charlab.augment as aug
 
