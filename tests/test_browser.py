@@ -51,7 +51,7 @@ def app_url(tmp_path_factory):
     make_finished_run(home / "runs", ckpt_dir / "default.pt")
     port = _free_port()
     env = {**os.environ, "CHARLAB_RUNS": str(home / "runs"), "CHARLAB_CHECKPOINTS": str(ckpt_dir),
-           "CHARLAB_USER_DATA": str(home / "user_data"), "CHARLAB_CACHE_DIR": str(home / "cache")}
+           "CHARLAB_USER_DATA": str(home / "user_data")}  # charlab's caches are keyed by content: shared
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
