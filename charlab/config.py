@@ -110,6 +110,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers; batches are tensor slices, so 0 is fastest here
     limit_batches: int = 0  # debug: train on at most this many batches per epoch (0 = all)
     overfit_batch: bool = False  # debug (Karpathy's "overfit one batch"): the same first batch every epoch, unshuffled, unaugmented
+    sweep: Optional[str] = None  # name of the hyperparameter sweep this run is a trial of (the Runs page groups by it)
 
     def validate(self) -> None:
         self.data.validate()

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -58,11 +58,14 @@ class FitResult:
 
 def fit(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, splits=None,
         progress: Optional[Progress] = None, resume: bool = False,
-        log: Optional[Callable[[str], None]] = None) -> FitResult:
+        log: Optional[Callable[[str], None]] = None, callbacks: Sequence = ()) -> FitResult:
     """Train `config`. With `run_dir`, write the run directory as it goes (status with a
     heartbeat, metrics.jsonl, best.pt, last.pt) and obey a STOP file; `resume` continues
     from its last.pt. `splits` (train/val/test CharDatasets) skips loading `config.data`.
-    `progress(done, total, message)` is called after every batch, `log(line)` once per epoch."""
+    `progress(done, total, message)` is called after every batch, `log(line)` once per epoch.
+    `callbacks`: objects with optional `on_batch_end(model)` and `on_epoch_end(epoch, row)`
+    hooks and a `should_stop` flag (+ `stop_reason`) that fit obeys after the epoch, as it
+    obeys early stopping (the sweep's pruning is one); they decide, fit acts."""
     from ..runs import RunRecorder  # runs imports nothing of training; this keeps it so
 
     config.validate()
@@ -74,7 +77,7 @@ def fit(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, splits
     rec = RunRecorder(run_dir, config, resume=resume) if run_dir is not None and env.is_main else None
     try:
         return _fit(config, rec, Path(run_dir) if run_dir is not None else None, env, device, splits,
-                    progress, resume, log or (lambda line: None))
+                    progress, resume, log or (lambda line: None), tuple(callbacks))
     except BaseException as e:
         if rec is not None:
             rec.fail(e)
@@ -82,7 +85,8 @@ def fit(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, splits
 
 
 def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.DistEnv, device: torch.device,
-         splits, progress: Optional[Progress], resume: bool, say: Callable[[str], None]) -> FitResult:
+         splits, progress: Optional[Progress], resume: bool, say: Callable[[str], None],
+         callbacks: tuple = ()) -> FitResult:
     # 1. data ------------------------------------------------------------------------
     if splits is None:
         from ..data import load_splits
@@ -191,6 +195,9 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
                 progress(_d + step, total_steps, f"epoch {_e}/{config.epochs} {msg}")
 
         def on_batch(step: int, _e=epoch, _s=start) -> None:
+            for cb in callbacks:
+                if hasattr(cb, "on_batch_end"):
+                    cb.on_batch_end(model)
             if rec:
                 rec.note_progress(epoch=_e - 1, step=_s + step, steps=batches.total)
 
@@ -235,8 +242,15 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
             rec.update(epoch=epoch, best=stopper.best, best_epoch=stopper.best_epoch,
                        best_metrics=_row_of(history, stopper.best_epoch), last_metrics=row, step=0)
         say(_format_row(row, config.epochs, improved))
+        for cb in callbacks:
+            if hasattr(cb, "on_epoch_end"):
+                cb.on_epoch_end(epoch, row)
+        asked = next((cb for cb in callbacks if getattr(cb, "should_stop", False)), None)
         if stopped:
             reason = "stop_request"
+        elif asked is not None:
+            reason = getattr(asked, "stop_reason", "callback")
+            say(f"stopped after epoch {epoch}: {reason}")
         elif stopper.should_stop:
             reason = "early_stopping"
             say(f"early stopping: no {config.monitor} improvement for {stopper.wait} epochs; "
