@@ -42,11 +42,14 @@ def epoch_text(r) -> str:
 
 
 def runs_table(runs) -> None:
+    sweeps = any(r.sweep for r in runs)
     st.dataframe(
         [{"run": r.id, "state": f"{STATE_ICON.get(r.state, '')} {r.state}"
           + (f" (#{r.queue_position})" if r.state == "queued" and r.queue_position else ""),
           "epoch": epoch_text(r), "best val acc": r.best_val_acc, "best macro-F1": r.best_val_macro_f1,
-          "duration": ui.fmt_duration(r.duration_s), "model": r.model, "source": r.source} for r in runs],
+          "duration": ui.fmt_duration(r.duration_s), "model": r.model, "source": r.source,
+          **({"sweep": f"{r.sweep} #{r.status.get('trial', '')}" if r.sweep else ""} if sweeps else {})}
+         for r in runs],
         hide_index=True,
         column_config={
             "best val acc": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
@@ -101,6 +104,12 @@ def curves(selected: list) -> None:
 @st.fragment(run_every=REFRESH_S if live else None)
 def live_view() -> None:
     now = list_runs(root)
+    sweeps = sorted({r.sweep for r in now if r.sweep})
+    if sweeps:  # a sweep's trials are ordinary runs: show one sweep, or everything
+        group = st.segmented_control("Show", ["all runs"] + sweeps, default="all runs", required=True,
+                                     key="runs_group", format_func=lambda g: g if g == "all runs" else f"sweep {g}")
+        if group != "all runs":
+            now = [r for r in now if r.sweep == group]
     runs_table(now)
     now_ids = [r.id for r in now]
     state = {r.id: r.state for r in now}

@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_fixtures import ROOT, SEVEN, SMALL_SOURCE, canvas_value, make_checkpoint, make_finished_run
+from charlab.runs import update_status
 
 TIMEOUT = 120  # first loads render the synthetic set; later ones hit the disk cache
 
@@ -246,6 +247,21 @@ def test_runs_page(lab, monkeypatch):
     ok(at)
     assert not victim.exists()
     lab.runs[0] = make_finished_run(lab.runs_root, lab.ckpt, lr=3e-3)  # restore for later tests
+
+
+def test_runs_page_groups_a_sweep(lab, tmp_path):
+    root = tmp_path / "runs"
+    for trial, lr in enumerate((1e-3, 3e-3)):
+        d = make_finished_run(root, lab.ckpt, lr=lr)
+        update_status(d, sweep="lrsearch", trial=trial)
+    make_finished_run(root, lab.ckpt)
+    at = open_app(lab, "runs", runs_root=str(root))
+    ok(at)
+    assert len(at.dataframe[0].value) == 3 and "sweep" in at.dataframe[0].value.columns
+    at.segmented_control(key="runs_group").set_value("lrsearch").run()
+    ok(at)
+    assert len(at.dataframe[0].value) == 2
+    assert set(at.dataframe[0].value["sweep"]) == {"lrsearch #0", "lrsearch #1"}
 
 
 def test_runs_page_empty_state(lab, tmp_path):
