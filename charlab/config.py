@@ -110,6 +110,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers; batches are tensor slices, so 0 is fastest here
     limit_batches: int = 0  # debug: train on at most this many batches per epoch (0 = all)
     overfit_batch: bool = False  # debug (Karpathy's "overfit one batch"): the same first batch every epoch, unshuffled, unaugmented
+    ema_decay: float = 0.0  # weight EMA per step (0 = off); validation, best.pt and the final model use the average
     sweep: Optional[str] = None  # name of the hyperparameter sweep this run is a trial of (the Runs page groups by it)
 
     def validate(self) -> None:
@@ -122,6 +123,8 @@ class TrainConfig:
             raise CharlabError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise CharlabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema_decay < 1:
+            raise CharlabError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if self.patience < 0 or self.limit_batches < 0:
             raise CharlabError("patience and limit_batches must not be negative")
         if self.max_minutes is not None and not self.max_minutes > 0:

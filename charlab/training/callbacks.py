@@ -4,6 +4,7 @@ to stop training or reaches into the model behind fit's back).
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -131,6 +132,41 @@ class TimeBudget:
     @property
     def should_stop(self) -> bool:
         return self.limit_s is not None and self.elapsed() >= self.limit_s
+
+
+class ModelEMA:
+    """Exponential moving average of the weights and BN statistics (Polyak averaging), updated
+    after every optimiser step. The average is what validation, best.pt and the final model
+    use: on 40 images per class the raw weights at a high learning rate wander, and their
+    average is the better model at any point of the run (a snapshot mid-run most of all).
+
+    The decay warms up as min(decay, (1+n)/(10+n)) (TF's num_updates, timm's ModelEmaV2), so
+    the first epochs are not dragged back to the random initialisation.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(getattr(model, "module", model)).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.updates = float(decay), 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        src = getattr(model, "module", model).state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(src[k].detach(), alpha=1 - d)
+            else:  # BN's num_batches_tracked
+                v.copy_(src[k])
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "model": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state.get("updates", 0))
+        self.module.load_state_dict(state["model"])
 
 
 def rng_state(aug_generator: Optional[torch.Generator]) -> dict:

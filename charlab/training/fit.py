@@ -27,7 +27,7 @@ from ..checkpoint import load_checkpoint, read_checkpoint_dict
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
 from ..errors import CheckpointError, DataError
 from . import distributed
-from .callbacks import Checkpointing, EarlyStopping, StopRequest, TimeBudget, rng_state
+from .callbacks import Checkpointing, EarlyStopping, ModelEMA, StopRequest, TimeBudget, rng_state
 from .loop import Batches, evaluate, train_one_epoch
 
 Progress = Callable[[int, int, str], None]
@@ -124,6 +124,8 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
     loss_fn = nn.CrossEntropyLoss(weight=class_weight.to(device) if class_weight is not None else None,
                                   label_smoothing=config.label_smoothing)
     augment_cfg = None if config.overfit_batch else config.augment
+    ema = ModelEMA(model, config.ema_decay) if config.ema_decay > 0 else None
+    eval_model = ema.module if ema is not None else model  # what validation, best.pt and the result use
 
     # 5. callbacks -------------------------------------------------------------------
     stopper = EarlyStopping(config.monitor, config.mode, config.patience, config.min_delta)
@@ -144,6 +146,8 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
         else:
             getattr(model, "module", model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if ema is not None and state.get("ema"):
+                ema.load_state_dict(state["ema"])
             if scheduler is not None and state.get("scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
             stopper.load_state_dict(state.get("early_stopping") or {})
@@ -195,9 +199,11 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
                 progress(_d + step, total_steps, f"epoch {_e}/{config.epochs} {msg}")
 
         def on_batch(step: int, _e=epoch, _s=start) -> None:
+            if ema is not None:
+                ema.update(model)
             for cb in callbacks:
                 if hasattr(cb, "on_batch_end"):
-                    cb.on_batch_end(model)
+                    cb.on_batch_end(eval_model)
             if rec:
                 rec.note_progress(epoch=_e - 1, step=_s + step, steps=batches.total)
 
@@ -215,6 +221,7 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
             if ckpt:
                 ckpt.save_last(model, epoch - 1, history[-1] if history else {}, optimizer=optimizer,
                                scheduler=scheduler, early_stopping=stopper, rng=rng_state(aug_gen),
+                               ema=ema.state_dict() if ema is not None else None,
                                elapsed_s=budget.elapsed(), partial={
                                    "epoch": epoch, "steps": start + stats["steps"], "loss_sum": sums[0].item(),
                                    "correct": sums[1].item(), "n": sums[2].item(), "seconds": sums[3].item()})
@@ -226,19 +233,20 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
         loss_sum, correct, n = distributed.all_reduce_sum(sums[:3].to(device)).tolist()
         row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
         if has_val:
-            m = evaluate(model, val.images[env.rank::env.world_size], val.labels[env.rank::env.world_size],
+            m = evaluate(eval_model, val.images[env.rank::env.world_size], val.labels[env.rank::env.world_size],
                          len(classes), batch_size=EVAL_BATCH, device=device, channels_last=channels_last)
             row.update(val_loss=m["loss"], val_acc=m["acc"], val_macro_f1=m["macro_f1"])
         row.update(lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.perf_counter() - t_epoch + (
             seconds - stats["seconds"]), images_per_s=n / seconds if seconds > 0 else None, elapsed_s=budget.elapsed())
-        improved = stopper.update(epoch, row, model)
+        improved = stopper.update(epoch, row, eval_model)
         history.append(row)
         if rec:
             rec.append(row)
             if improved:
-                ckpt.save_best(model, epoch, row)
+                ckpt.save_best(eval_model, epoch, row)
             ckpt.save_last(model, epoch, row, optimizer=optimizer, scheduler=scheduler, early_stopping=stopper,
-                           rng=rng_state(aug_gen), elapsed_s=budget.elapsed())
+                           rng=rng_state(aug_gen), elapsed_s=budget.elapsed(),
+                           ema=ema.state_dict() if ema is not None else None)
             rec.update(epoch=epoch, best=stopper.best, best_epoch=stopper.best_epoch,
                        best_metrics=_row_of(history, stopper.best_epoch), last_metrics=row, step=0)
         say(_format_row(row, config.epochs, improved))
@@ -262,7 +270,8 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
     reason = reason or "epochs"
 
     # 8. best weights, test once, done -------------------------------------------------
-    stopper.restore(model)
+    if not stopper.restore(model) and ema is not None:
+        model.load_state_dict(ema.module.state_dict())  # no best epoch to restore: the average is the result
     model.eval()
     test_metrics = None
     if reason != "stop_request" and test is not None and len(test) > 0:
