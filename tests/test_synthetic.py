@@ -112,6 +112,7 @@ def test_longtail_counts():
     ("digits", "bad option"),
     ("profile=steep", "profile must be one of"),
     ("profile=longtail,n=2", "longtail needs n"),
+    ("seed=-3", "seed must be 0 or more"),
 ])
 def test_bad_options_explain(arg, words):
     with pytest.raises(CharlabError, match=words):
@@ -127,3 +128,5 @@ def test_through_load_source(tmp_path, monkeypatch):
     assert again.info.get("cached") and torch.equal(again.images, ds.images)
     with pytest.raises(CharlabError, match="classes must be one of"):
         load_source("synthetic:classes=greek")
+    with pytest.raises(CharlabError, match="seed must be 0 or more"):
+        load_source("synthetic:classes=digits,n=1", DataConfig(seed=-1))

@@ -288,6 +288,8 @@ def parse_options(arg: str) -> dict:
     for key in ("n", "test_n"):
         if not 1 <= opts[key] <= 100_000:
             raise CharlabError(f"synthetic: {key} must be between 1 and 100000 images per class, got {opts[key]}")
+    if opts["seed"] is not None and opts["seed"] < 0:
+        raise CharlabError(f"synthetic: seed must be 0 or more, got {opts['seed']}")
     if opts["profile"] == "longtail" and opts["n"] < 4:
         raise CharlabError(f"synthetic: profile=longtail needs n of at least 4 (its largest classes), got {opts['n']}")
     return opts
@@ -347,6 +349,8 @@ def generate(classes: list[str], counts, seed: int, split: str, cfg: DataConfig,
 def synthetic_source(arg: str, cfg: DataConfig, split: str, progress: Optional[Progress]) -> CharDataset:
     opts = parse_options(arg)
     seed = cfg.seed if opts["seed"] is None else opts["seed"]
+    if seed < 0:  # numpy's seed sequences take non-negative entropy only
+        raise CharlabError(f"synthetic: the seed must be 0 or more, got {seed}")
     classes = CLASS_SETS[opts["classes"]]
     if split == "train":
         counts = class_counts(len(classes), opts["n"], opts["profile"], seed)
