@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from charlab.checkpoint import load_checkpoint, read_checkpoint_dict, save_checkpoint
-from charlab.config import TrainConfig
+from charlab.config import AugmentConfig, TrainConfig
 from charlab.data.dataset import CharDataset
 from charlab.errors import CharlabError, CheckpointError
 from charlab.training import Batches, EarlyStopping, evaluate, fit, train_one_epoch
@@ -38,6 +38,7 @@ def tiny_splits(classes: int = 4, test: bool = True):
 def tiny_config(**kw) -> TrainConfig:
     cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, patience=0, device="cpu", label_smoothing=0.0)
     cfg.model.name = "lenet"
+    cfg.augment, cfg.ema_decay = AugmentConfig(), 0.0  # the trainer's plain path, not the default recipe's extras
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg

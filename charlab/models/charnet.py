@@ -15,11 +15,11 @@ from ._layers import ConvClassifier, check_choice, check_fraction, check_positiv
 
 
 @register_model(report="charlab default recipe (charlab.recipes 'default')")
-def charnet(num_classes, in_chans=1, image_size=28, *, width: int = 32, dropout: float = 0.3,
+def charnet(num_classes, in_chans=1, image_size=28, *, width: int = 16, dropout: float = 0.3,
             activation: str = "relu"):
     """VGG-style 2×conv3 blocks (w, 2w, 4w) with BN and max-pool, a conv3 to 8w, global average pool, dropout, fc.
 
-    `width` w sets every stage's channels (32: ~0.6 M parameters); `dropout` is before the
+    `width` w sets every stage's channels (16: ~0.15 M parameters, 32: ~0.6 M); `dropout` is before the
     head; `activation` relu | mish | silu. Any input of at least 8×8 works (three 2× pools).
     """
     w = int(check_positive("width", width, integer=True))
