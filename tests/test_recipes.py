@@ -105,3 +105,13 @@ def test_ema_is_what_best_pt_holds_and_resumes_exactly(tmp_path):
     again = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["ema"]
     assert again["updates"] == 16
     assert all(torch.allclose(again["model"][k].float(), avg[k].float(), atol=1e-6) for k in avg)
+
+
+def test_train_cli_starts_from_a_recipe():
+    from charlab.__main__ import build_parser
+    from charlab.cli.train import build_config
+
+    args = build_parser().parse_args(["train", "--recipe", "report_lenet_mish_noaug", "--epochs", "2"])
+    cfg = build_config(args)
+    assert cfg.model.kwargs == {"activation": "mish"} and cfg.epochs == 2 and cfg.augment.is_identity()
+    assert to_dict(build_config(build_parser().parse_args(["train"]))) == to_dict(TrainConfig())

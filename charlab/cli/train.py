@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
     p.add_argument("--config", metavar="JSON", help="a TrainConfig as JSON (e.g. a run's config.json); flags override it")
+    p.add_argument("--recipe", metavar="NAME", help="start from a named recipe (charlab.recipes: default, report_kaggle_cnn, "
+                   "…, each also NAME_noaug); flags override it")
     p.add_argument("--source", help=f"data source: synthetic, a folder/zip/csv, mnist:DIR, ... (default {d.data.source})")
     p.add_argument("--test-source", help="a separate test source, evaluated once at the end with the best weights")
     p.add_argument("--model", help=f"model name (python -m charlab models / charlab.models.list_models(); default {d.model.name})")
@@ -81,6 +83,10 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             raise CharlabError(f"--config {args.config}: no such file") from None
         except ValueError as e:
             raise CharlabError(f"--config {args.config} is not valid JSON: {e}") from None
+    elif getattr(args, "recipe", None):
+        from ..recipes import get_recipe
+
+        cfg = get_recipe(args.recipe)
     else:
         cfg = TrainConfig()
     if args.init_from and args.model is None:  # fine-tuning keeps the checkpoint's architecture
