@@ -86,6 +86,8 @@ pair_opts = [(int(r.true_idx), int(r.pred_idx)) for r in pairs.itertuples()]
 if "err_cell" not in st.session_state or st.session_state.get("err_cell_ref") != (ref, split, src):
     st.session_state["err_cell"] = pair_opts[0] if pair_opts else (0, 0)
     st.session_state["err_cell_ref"] = (ref, split, src)
+    if pair_opts:  # the pair list follows: its old value belongs to another model or split
+        st.session_state["err_pair"] = pair_opts[0]
 t_sel, p_sel = st.session_state["err_cell"]
 
 left, right = st.columns([1.45, 1], gap="large")
@@ -119,8 +121,9 @@ with left:
                     width=side, height=side, config={"displayModeBar": False})
 with right:
     if pair_opts:
+        if st.session_state.get("err_pair") not in pair_opts:
+            st.session_state["err_pair"] = (t_sel, p_sel) if (t_sel, p_sel) in pair_opts else pair_opts[0]
         st.selectbox("Or pick a confused pair", pair_opts, key="err_pair", on_change=select_cell_from_list,
-                     index=pair_opts.index((t_sel, p_sel)) if (t_sel, p_sel) in pair_opts else 0,
                      format_func=lambda tp: f"true {interp.classes[tp[0]]} → predicted {interp.classes[tp[1]]} "
                                             f"({cm[tp]} images)")
     tn, pn = interp.classes[t_sel], interp.classes[p_sel]

@@ -210,6 +210,10 @@ def test_train_page_launches_the_form_config(lab, monkeypatch):
     monkeypatch.setattr(runs, "launch", fake_launch)
     at = open_app(lab, "train")
     ok(at)
+    # a recipe fills the form; the fields the form does not show come from it too
+    at.selectbox(key="tr_recipe").set_value("report_lenet_mish").run()
+    ok(at)
+    assert at.selectbox(key="tr_model").value == "lenet" and at.selectbox(key="tr_opt").value == "adam"
     at.selectbox(key="tr_model").set_value("lenet")
     at.number_input(key="tr_epochs").set_value(4)
     at.selectbox(key="tr_aug").set_value("strong")
@@ -221,6 +225,7 @@ def test_train_page_launches_the_form_config(lab, monkeypatch):
     (cfg, root), = launched
     assert root == str(lab.runs_root)
     assert cfg.model.name == "lenet" and cfg.epochs == 4 and cfg.patience == 2 and cfg.balance == "sampler"
+    assert cfg.model.kwargs.get("activation") == "mish" and cfg.optimizer == "adam" and cfg.weight_decay == 0.0
     assert cfg.augment.preset == "strong" and cfg.augment.rotate_p > 0
     assert cfg.data.source == SMALL_SOURCE and cfg.init_from == str(lab.ckpt)
     assert any("place 2" in s.value for s in at.success)
@@ -264,6 +269,23 @@ def test_runs_page_groups_a_sweep(lab, tmp_path):
     assert set(at.dataframe[0].value["sweep"]) == {"lrsearch #0", "lrsearch #1"}
 
 
+def test_runs_page_stops_a_running_run(lab, tmp_path, monkeypatch):
+    import charlab.runs as runs
+    from charlab.config import DataConfig, TrainConfig
+
+    # A run directory whose status says running, owned by this (alive) process with a fresh heartbeat.
+    d = runs.create_run(TrainConfig(data=DataConfig(source=SMALL_SOURCE), epochs=5), tmp_path / "runs", state="running")
+    stopped = []
+    monkeypatch.setattr(runs, "stop_run", lambda ref, *a, **k: stopped.append(ref))
+    at = open_app(lab, "runs", runs_root=str(tmp_path / "runs"))
+    ok(at)
+    assert any("refreshing every" in c.value for c in at.caption)  # live while it trains
+    assert not at.button(key="runs_stop").disabled and at.button(key="runs_resume").disabled
+    at.button(key="runs_stop").click().run()
+    ok(at)
+    assert [str(x) for x in stopped] == [str(d)]
+
+
 def test_runs_page_empty_state(lab, tmp_path):
     at = open_app(lab, "runs", runs_root=str(tmp_path))
     ok(at)
@@ -285,6 +307,10 @@ def test_errors_page(lab):
     at.selectbox(key="err_split").set_value("test").run()
     ok(at)
     assert [m.value for m in at.metric if m.label == "Images"] == ["60"]
+    # after a change of split the pair list and the cell shown agree again
+    heading = [s.value for s in at.subheader if "→ predicted" in s.value]
+    t, p = at.selectbox(key="err_pair").value  # class indices; the digits' names are the same numbers
+    assert (t, p) == at.session_state["err_cell"] and heading == [f"True '{t}' → predicted '{p}'"]
 
 
 def test_draw_page_predicts_and_saves(lab):
