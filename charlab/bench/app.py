@@ -131,6 +131,7 @@ def _drawing():
 
 
 def _latency(checkpoint: str, n: int) -> dict:
+    import numpy as np
     import torch
 
     from ..predict import load_predictor
@@ -142,7 +143,7 @@ def _latency(checkpoint: str, n: int) -> dict:
 
     def stroke():  # what the Draw page runs after every stroke
         top = pred.predict_images([img], top_k=5)
-        seen = pred.prepare(img)
+        seen = np.array(pred.prepare(img))  # writable, as the page passes it
         pred.saliency(seen, "grad_cam")
         return top
 
