@@ -78,6 +78,16 @@ def load_split(predictor, source: str | None, split: str = "test", progress=None
     if split not in ("train", "val", "test"):
         raise CharlabError(f"split must be train, val or test, got {split!r}")
     cfg = predictor.data_config_for(source)
+    if split == "test" and source is not None and source != predictor.data_config.source:
+        # Another source asked for its test split: its own test part when it has one (a sibling
+        # testPart1.zip, a test/ folder), otherwise all of it -- e.g. `--source testPart1.zip`.
+        from .data import load_source, load_test_source
+
+        ds = load_source(source, cfg, split="test", progress=progress)
+        if ds is not None:
+            return ds, [f"test split: the test part of {source} ({len(ds)} images)"]
+        ds = load_test_source(source, cfg, progress=progress)
+        return ds, [f"test split: all of {source}, which has no test part of its own ({len(ds)} images)"]
     splits = load_splits(cfg, progress=progress)
     ds = getattr(splits, split, None)
     if ds is None or len(ds) == 0:
