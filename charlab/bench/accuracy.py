@@ -1,0 +1,242 @@
+"""Default recipe on Chars74K: test top-1, macro-F1, case-insensitive accuracy, train time, top-1 at 120 s.
+
+Trains a recipe (default: `default`, i.e. TrainConfig()) from scratch on trainPart1.zip and
+measures the model it ends with on testPart1.zip (930 images), which never steers training.
+The same run is also measured at a snapshot taken 120 s into training (the weights the
+trainer would evaluate then: the EMA when the recipe averages), so one run answers both
+"how good in 10 minutes" and "how good in the first 2".
+
+Clocks. `train_seconds` is wall time. On a shared machine wall time mostly measures the
+neighbours, so `train_cpu_seconds` (this process) and `idle_estimate_seconds` (CPU seconds
+divided by the threads torch used: what an otherwise idle machine would take) stand beside
+it; `--clock` picks which one the 120 s snapshot follows (default `idle`).
+
+Case-insensitive accuracy merges the look-alike groups in `LOOKALIKE_GROUPS` (c/C, o/O/0,
+1/I/l, …): `case_gap_share` is the share of all errors that are confusions inside a group.
+
+The obvious alternative, the Chars74K report's Kaggle CNN recipe, runs in the same process
+with `--compare report_kaggle_cnn` (off by default: it doubles the time).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+CHARS74K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chars74k_hnd"
+
+# Characters a lone handwritten glyph cannot tell apart by shape alone: case pairs whose
+# lower case is a scaled capital (the EMNIST "balanced" merges), the round 0/O/o, and 1/I/l.
+LOOKALIKE_GROUPS = ("cC", "kK", "mM", "oO0", "pP", "sS", "uU", "vV", "wW", "xX", "yY", "zZ", "1Il", "jJ", "iI")
+
+
+def lookalike_index(classes: list[str]) -> np.ndarray:
+    """Class index -> group index: classes in one LOOKALIKE_GROUPS entry share a group."""
+    group_of: dict[str, int] = {}
+    for g in LOOKALIKE_GROUPS:
+        present = [c for c in g if c in classes]
+        for c in present:
+            group_of.setdefault(c, min(classes.index(p) for p in present))
+    return np.array([group_of.get(c, i) for i, c in enumerate(classes)], dtype=np.int64)
+
+
+def case_insensitive_accuracy(y_true, y_pred, classes: list[str]) -> float:
+    """Accuracy after merging each look-alike group into one class."""
+    g = lookalike_index(list(classes))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float((g[y_true] == g[y_pred]).mean()) if len(y_true) else float("nan")
+
+
+def restrict_classes(ds, names: list[str]):
+    """The images of classes `names` only, relabelled 0..len(names)-1 in that order."""
+    import torch
+
+    from ..data import CharDataset
+
+    keep = [ds.classes.index(n) for n in names]
+    lookup = torch.full((ds.num_classes,), -1, dtype=torch.int64)
+    lookup[keep] = torch.arange(len(keep))
+    idx = torch.nonzero(lookup[ds.labels] >= 0).flatten()
+    sub = ds.subset(idx)
+    return CharDataset(images=sub.images, labels=lookup[sub.labels], classes=list(names), paths=sub.paths,
+                       source=sub.source)
+
+
+class Snapshot:
+    """Trainer callback: copies the evaluated weights (EMA or raw) the first time the chosen
+    clock passes `seconds`. Decides only; reads nothing but the clock."""
+
+    def __init__(self, seconds: float, clock: str = "idle"):
+        self.seconds, self.clock = float(seconds), clock
+        self.t0_wall, self.t0_cpu = time.perf_counter(), time.process_time()
+        self.state: Optional[dict] = None
+        self.taken_at: Optional[dict] = None
+        self.batches = 0
+
+    def elapsed(self) -> dict:
+        import torch
+
+        wall = time.perf_counter() - self.t0_wall
+        cpu = time.process_time() - self.t0_cpu
+        return {"wall": wall, "cpu": cpu, "idle": cpu / max(1, torch.get_num_threads())}
+
+    def on_batch_end(self, model) -> None:
+        self.batches += 1
+        if self.state is not None:
+            return
+        t = self.elapsed()
+        if t[self.clock] >= self.seconds:
+            self.state = copy.deepcopy(getattr(model, "module", model).state_dict())
+            self.taken_at = {**{k: round(v, 1) for k, v in t.items()}, "batch": self.batches}
+
+
+def add_chars74k_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chars74k", default=str(Path(os.environ["CHARLAB_SHARED_DATA"]) / "chars74k_hnd")
+                   if os.environ.get("CHARLAB_SHARED_DATA") else str(CHARS74K),
+                   help="folder holding trainPart1.zip and testPart1.zip")
+
+
+def chars74k_train_zip(args: argparse.Namespace) -> Path:
+    from ..errors import CharlabError
+
+    path = Path(args.chars74k) / "trainPart1.zip"
+    if not path.exists():
+        raise CharlabError(f"Chars74K not found at {path} (pass --chars74k DIR or set CHARLAB_SHARED_DATA)")
+    return path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_chars74k_argument(p)
+    p.add_argument("--recipe", default="default", help="recipe to train (charlab.recipes; default: default)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--snapshot-seconds", type=float, default=120.0, help="when to snapshot (default 120)")
+    p.add_argument("--clock", choices=["idle", "cpu", "wall"], default="idle",
+                   help="clock of the snapshot: idle = CPU s / threads (default), cpu, wall")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="validation share of trainPart1 (default 0: the final fit trains on all 2,480 images for "
+                        "the recipe's fixed epochs and keeps the last; 0.15 is what the app does)")
+    p.add_argument("--members", type=int, default=1,
+                   help="also train seeds seed+1..seed+K-1 and report their probability-averaged ensemble")
+    p.add_argument("--compare", metavar="RECIPE", help="also train this recipe in the same run (e.g. report_kaggle_cnn)")
+    p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR (default: a temp dir, removed)")
+
+
+def _probs(model, test, classes):
+    from ..training import evaluate
+
+    return evaluate(model, test.images, test.labels, len(classes), return_probs=True)["probs"]  # N×C
+
+
+def _measure(probs, test, classes) -> dict:
+    from ..metrics import macro_f1
+
+    pred = probs.argmax(1).numpy()
+    y = test.labels.numpy()
+    top1 = float((pred == y).mean())
+    ci = case_insensitive_accuracy(y, pred, classes)
+    return {"top1": round(top1, 4), "macro_f1": round(macro_f1(y, pred, len(classes)), 4),
+            "case_insensitive": round(ci, 4),
+            # share of the errors that are look-alike confusions (0.8 = 80% of the gap to 100%)
+            "case_gap_share": round((ci - top1) / (1 - top1), 3) if top1 < 1 else 0.0}
+
+
+def train_and_measure(recipe: str, train_zip: Path, *, epochs: Optional[int] = None, seed: int = 0,
+                      snapshot_seconds: float = 120.0, clock: str = "idle", run_dir: Optional[Path] = None,
+                      val_fraction: Optional[float] = None, progress=None, return_probs: bool = False) -> dict:
+    """Train `recipe` on `train_zip` (its sibling testPart1.zip is the test split) and measure.
+
+    `val_fraction=0` is the final fit: every training image is trained on, for the recipe's
+    fixed number of epochs, and the last epoch's weights are kept (nothing to early-stop on).
+    With `return_probs` the test probabilities come back under "_probs" (for ensembles)."""
+    import torch
+
+    from ..checkpoint import build_model_from_config
+    from ..data import load_splits
+    from ..models import count_parameters
+    from ..recipes import get_recipe
+    from ..training import fit
+
+    cfg = get_recipe(recipe, source=str(train_zip), seed=seed, **({"epochs": epochs} if epochs else {}))
+    if val_fraction is not None:
+        cfg.data.val_fraction = val_fraction
+    if cfg.data.val_fraction == 0:  # nothing to validate on: the latest epoch is the one kept
+        cfg.monitor, cfg.mode, cfg.patience = "elapsed_s", "max", 0
+    splits = load_splits(cfg.data, progress=progress)
+    if splits.test is None or len(splits.test) == 0:
+        raise FileNotFoundError(f"no test split next to {train_zip} (expected testPart1.zip beside it)")
+    snap = Snapshot(snapshot_seconds, clock)
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    res = fit(cfg, run_dir, splits=splits, callbacks=[snap], progress=progress)
+    t = snap.elapsed()
+    classes = res.classes
+    out = {"recipe": recipe, "model": cfg.model.name, "model_kwargs": cfg.model.kwargs,
+           "params": count_parameters(res.model), "augment": cfg.augment.preset, "epochs": len(res.history),
+           "best_epoch": res.best_epoch, "ema_decay": cfg.ema_decay, "n_train": len(splits.train),
+           "n_val": len(splits.val) if splits.val is not None else 0, "n_test": len(splits.test),
+           **_measure(probs := _probs(res.model, splits.test, classes), splits.test, classes),
+           "train_seconds": round(t["wall"], 1), "train_cpu_seconds": round(t["cpu"], 1),
+           "idle_estimate_seconds": round(t["idle"], 1), "threads": torch.get_num_threads(),
+           "load_avg_start": round(load0, 2) if load0 is not None else None,
+           "load_avg_end": round(os.getloadavg()[0], 2) if load0 is not None else None}
+    if snap.state is not None:
+        model = build_model_from_config(cfg, len(classes), res.input_shape)
+        model.load_state_dict(snap.state)
+        at = _measure(_probs(model, splits.test, classes), splits.test, classes)
+        out.update({f"{k}_at_{int(snapshot_seconds)}s": v for k, v in at.items() if k != "case_gap_share"})
+        out["snapshot_taken_at"] = snap.taken_at
+    else:  # the whole run was shorter than the snapshot time: its final model is the answer
+        out.update({f"{k}_at_{int(snapshot_seconds)}s": out[k] for k in ("top1", "macro_f1", "case_insensitive")})
+        out["snapshot_taken_at"] = "run ended before the snapshot time: final model"
+    if return_probs:
+        out["_probs"], out["_test"] = probs, splits.test
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    train_zip = chars74k_train_zip(args)
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="charlab-bench-acc-"))
+    from ..cli.train import _TqdmProgress
+    from ..runs import new_run_id
+
+    bar = _TqdmProgress(enabled=sys.stderr.isatty(), stream=sys.stderr)
+    common = dict(epochs=args.epochs, snapshot_seconds=args.snapshot_seconds, clock=args.clock,
+                  val_fraction=args.val_fraction, progress=bar, return_probs=True)
+    try:
+        result = train_and_measure(args.recipe, train_zip, seed=args.seed, run_dir=root / new_run_id(args.recipe),
+                                   **common)
+        probs, test = result.pop("_probs"), result.pop("_test")
+        result.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", clock=args.clock,
+                      val_fraction=args.val_fraction, date=time.strftime("%Y-%m-%d"))
+        if args.members > 1:
+            members, total = [result], probs.clone()
+            for k in range(1, args.members):
+                r = train_and_measure(args.recipe, train_zip, seed=args.seed + k,
+                                      run_dir=root / new_run_id(args.recipe), **common)
+                total += r.pop("_probs")
+                r.pop("_test")
+                members.append(r)
+            classes = list(test.classes)
+            result["ensemble"] = {"members": args.members, **_measure(total / args.members, test, classes),
+                                  "train_seconds": round(sum(m["train_seconds"] for m in members), 1),
+                                  "idle_estimate_seconds": round(sum(m["idle_estimate_seconds"] for m in members), 1),
+                                  "member_top1": [m["top1"] for m in members]}
+        if args.compare:
+            other = train_and_measure(args.compare, train_zip, seed=args.seed, run_dir=root / new_run_id(args.compare),
+                                      **common)
+            other.pop("_probs"), other.pop("_test")
+            result["compare"] = other
+    finally:
+        bar.close()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return result
