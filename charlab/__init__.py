@@ -27,6 +27,8 @@ _API = {
     "AUGMENT_PRESETS": "charlab.augment",
     "BALANCE_STRATEGIES": "charlab.balance", "effective_counts": "charlab.balance", "oversample": "charlab.balance",
     "class_weights": "charlab.balance", "epoch_indices": "charlab.balance",
+    "get_recipe": "charlab.recipes", "list_recipes": "charlab.recipes", "RECIPES": "charlab.recipes",
+    "run_sweep": "charlab.sweep", "PruningCallback": "charlab.sweep",
     "Predictor": "charlab.predict", "load_predictor": "charlab.predict", "resolve_checkpoint": "charlab.predict",
     "Interpretation": "charlab.interpret", "grad_cam": "charlab.saliency", "input_gradient": "charlab.saliency",
     "find_suspects": "charlab.suspects", "SuspectReport": "charlab.suspects",
