@@ -145,7 +145,7 @@ def run_sweep(source: str, trials: int, *, storage: str = DEFAULT_STORAGE, name:
     import optuna
 
     from .data import load_splits
-    from .runs import new_run_id, update_status
+    from .runs import create_run, new_run_id, update_status
     from .training import fit
 
     if trials < 1:
@@ -175,7 +175,9 @@ def run_sweep(source: str, trials: int, *, storage: str = DEFAULT_STORAGE, name:
     def objective(trial) -> float:
         cfg = suggest_config(trial, base, tune_model=tune_model)
         cfg.sweep = name
-        run_dir = root / new_run_id(cfg.model.name)
+        # status.json says sweep and trial from the start, so the Runs page groups the trial while it trains
+        run_dir = create_run(cfg, root, state="running", sweep=name)
+        update_status(run_dir, trial=trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
         cb = PruningCallback(trial, cfg.monitor)
 
