@@ -7,6 +7,7 @@ directories in a temporary lab folder.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -74,11 +75,12 @@ def titles(at: AppTest) -> list[str]:
     return [t.value for t in at.title]
 
 
-def test_landing_page_does_not_import_torch():
+def test_landing_page_does_not_import_torch(lab):
     """Cold start: the landing page (and the sidebar) must render without torch."""
     code = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file('app.py'); at.run(timeout=60); "
             "assert not at.exception, at.exception; print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "CHARLAB_RUNS": str(lab.runs_root), "CHARLAB_CHECKPOINTS": str(lab.ckpt.parent)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("False"), "the landing page imported torch"
 
