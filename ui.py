@@ -326,7 +326,8 @@ def show_grid(images: np.ndarray, ncols: int, *, px: int = 84, caption: Optional
         images = images[:, 0]
     g = grid(images, ncols, gap_after=gap_after)
     g = crisp(g, max(1, min(scale_for(images.shape[-2], px), max_width // g.shape[1])))
-    st.image(g, caption=caption, width=g.shape[1])  # its own size: st.image would stretch a small grid
+    # "content": its own size, but never wider than its column ("stretch" would blow up a small grid)
+    st.image(g, caption=caption, width="content")
 
 
 def images_row(images: list[np.ndarray], captions: list[str], px: int = 96) -> None:

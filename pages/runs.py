@@ -65,7 +65,7 @@ def curves(selected: list) -> None:
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Accuracy", "Macro-F1 (val)"),
                         horizontal_spacing=0.06)
     palette = qualitative.Plotly
-    empty, plotted = [], 0
+    empty, plotted, last_epoch = [], 0, 1
     for n, run in enumerate(selected):
         run_id = run.id
         rows = read_metrics(run.run_dir)
@@ -76,6 +76,7 @@ def curves(selected: list) -> None:
         plotted += 1
         color = palette[n % len(palette)]
         ep = [r["epoch"] for r in rows]
+        last_epoch = max(last_epoch, max(ep))
         for col, key, dash, label in ((1, "train_loss", "solid", "train"), (1, "val_loss", "dash", "val"),
                                       (2, "train_acc", "solid", "train"), (2, "val_acc", "dash", "val"),
                                       (3, "val_macro_f1", "dash", "val")):
@@ -91,7 +92,8 @@ def curves(selected: list) -> None:
         st.caption("No finished epoch yet: " + ", ".join(empty) + ". The curves appear after the first one.")
         return
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(font_size=11))
-    fig.update_xaxes(title_text="epoch")
+    # whole epochs only (Plotly's automatic ticks would put 1.5 between 1 and 2)
+    fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, -(-last_epoch // 8)))
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_yaxes(tickformat=".0%", row=1, col=3)
     st.plotly_chart(fig, key="runs_curves")
