@@ -44,6 +44,22 @@ EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")
 
 # ---------------------------------------------------------------- session settings
 
+def require_app_frame() -> None:
+    """Make sure this page runs inside app.py's frame (sidebar, shared state).
+
+    With a pages/ folder beside app.py, Streamlit's legacy multipage mode decides how the FIRST
+    script run of a server process goes: opened at a page URL (a bookmark to /draw after a
+    restart), it runs that page file alone, without app.py. st.navigation switches the legacy
+    mode off for the process; here we do it ourselves and rerun, so app.py runs and routes to
+    the same page. Every page calls this first.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def init_state() -> None:
     """Defaults of the settings every page reads; set once per session."""
     ss = st.session_state

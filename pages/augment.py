@@ -10,6 +10,8 @@ import ui
 from charlab.config import to_dict
 from charlab.errors import CharlabError
 
+ui.require_app_frame()
+
 st.title("Augmentation")
 st.caption("Augmentation runs on each training batch right before the forward pass. Too much of it makes "
            "training images unlike real ones, and accuracy drops — check that the characters stay readable.")

@@ -6,6 +6,8 @@ import streamlit as st
 import ui
 from charlab.errors import CharlabError
 
+ui.require_app_frame()
+
 st.title("Dataset")
 src = ui.source()
 if not src:

@@ -14,6 +14,8 @@ import streamlit as st
 import ui
 from charlab.errors import CharlabError
 
+ui.require_app_frame()
+
 CANVAS_PX = 280
 INK_LEVEL = 40  # an RGB channel above this counts as ink (white pen on a black background)
 
@@ -31,14 +33,17 @@ left, mid, right = st.columns([1.05, 1.2, 1.3], gap="large")
 with left:
     ref = st.selectbox("Model", refs, index=refs.index(active) if active in refs else 0,
                        format_func=labels.get, key="draw_model")
-    pen = st.slider("Pen width", 6, 40, 20, key="draw_pen")
+    pen = st.session_state.get("draw_pen", 20)
     st.session_state.setdefault("draw_n", 0)
+    st.space("medium")  # the canvas's toolbar floats above its top edge: keep it off the selectbox
     # A white pen on black: what the model's data looks like. With a background colour every pixel's
     # alpha is 255, so the strokes are read from RGB.
     canvas = st_canvas(stroke_width=pen, stroke_color="#FFFFFF", background_color="#000000",
                        height=CANVAS_PX, width=CANVAS_PX, drawing_mode="freedraw", return_image_data=True,
                        key=f"draw_canvas_{st.session_state['draw_n']}")
-    if st.button("Clear", icon=":material/ink_eraser:", key="draw_clear"):
+    pen_col, clear_col = st.columns([1.5, 1], vertical_alignment="bottom")
+    pen_col.slider("Pen width", 6, 40, 20, key="draw_pen")
+    if clear_col.button("Clear", icon=":material/ink_eraser:", key="draw_clear"):
         st.session_state["draw_n"] += 1  # a fresh key remounts an empty canvas
         st.rerun()
 

@@ -7,6 +7,8 @@ import streamlit as st
 import ui
 from charlab.errors import CharlabError
 
+ui.require_app_frame()
+
 st.title("Errors")
 choices = ui.model_choices()
 if not choices:

@@ -7,6 +7,8 @@ import streamlit as st
 import ui
 from charlab.errors import CharlabError
 
+ui.require_app_frame()
+
 st.title("charlab")
 st.markdown("An interactive lab for **handwritten character recognition**: look at a dataset's class "
             "balance, preview augmentations, train models in the background and watch them learn, "

@@ -10,6 +10,8 @@ from charlab.config import to_dict
 from charlab.errors import CharlabError
 from charlab.runs import delete_run, list_runs, read_config, read_metrics, resume_run, stop_run
 
+ui.require_app_frame()
+
 ACTIVE = ("running", "queued")
 STATE_ICON = {"running": "●", "queued": "…", "done": "✓", "stopped": "■", "failed": "✗", "interrupted": "!"}
 REFRESH_S = 2.0

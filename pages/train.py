@@ -9,6 +9,8 @@ import ui
 from charlab.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig, from_dict
 from charlab.errors import CharlabError
 
+ui.require_app_frame()
+
 st.title("Train")
 src = ui.source()
 if not src:

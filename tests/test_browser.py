@@ -113,6 +113,16 @@ def _no_exception(pg, name: str) -> None:
         pytest.fail(f"page {name!r} shows an exception:\n{errs.first.inner_text()[:2000]}")
 
 
+def test_a_page_url_as_the_first_visit_of_a_fresh_server(app_url, page):
+    """Must run first in this module (a fresh server): with a pages/ folder, Streamlit's legacy
+    mode would run pages/runs.py alone, without app.py's sidebar and shared state."""
+    page.goto(f"{app_url}/runs")
+    _settle(page)
+    _no_exception(page, "runs (first visit)")
+    assert page.locator("h1", has_text="Runs").count() == 1
+    assert page.locator("[data-testid=stSidebar]").get_by_text("Active model").count() >= 1
+
+
 def test_every_page_renders(app_url, page):
     for path, name in PAGES:
         page.goto(f"{app_url}/{path}")
