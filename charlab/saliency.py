@@ -21,7 +21,8 @@ from torch import nn
 
 def as_input(image) -> torch.Tensor:
     """H×W / 1×H×W / 1×1×H×W, uint8 (0..255) or float ([0,1]), numpy or torch -> float32 1×1×H×W."""
-    x = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    # np.array copies: torch warns on (and must not write through) a read-only view, e.g. a cached array
+    x = torch.from_numpy(np.array(image)) if not isinstance(image, torch.Tensor) else image
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
     x = x.float()
