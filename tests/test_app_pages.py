@@ -334,3 +334,36 @@ def test_draw_page_predicts_and_saves(lab):
     at.button(key="draw_clear").click().run()
     ok(at)
     assert at.info
+
+
+def test_every_page_works_on_a_digitsum_source(lab, tmp_path):
+    """The digit-sum task is a normal dataset: wide 28×112 images, 37 sum classes."""
+    import torch
+
+    from charlab.checkpoint import save_checkpoint
+    from charlab.config import DataConfig, ModelConfig, TrainConfig
+    from charlab.models import create_model
+
+    digits = "synthetic:classes=digits,n=30,test_n=6"
+    source = f"digitsum:k=4,from={digits}"
+    torch.manual_seed(0)
+    net = create_model("simple_cnn", num_classes=37, image_size=(28, 112))
+    ckpt = tmp_path / "checkpoints" / "digitsum.pt"
+    save_checkpoint(ckpt, net, TrainConfig(data=DataConfig(source=source), model=ModelConfig(name="simple_cnn")),
+                    [str(s) for s in range(37)], (28, 112))
+    state = dict(sb_kind="digitsum", sb_ds_from=digits, sb_model=str(ckpt), checkpoints_dir=str(ckpt.parent))
+    for page in ("dataset", "augment", "train", "errors", "draw"):
+        at = open_app(lab, page, **state)
+        ok(at)
+        assert at.session_state["source"] == source
+        if page == "dataset":
+            assert {m.label: m.value for m in at.metric}["Classes"] == "37"
+        if page == "errors":
+            from charlab.data import load_splits
+
+            n_val = len(load_splits(DataConfig(source=source)).val)  # ~15% of the 6,000 composites
+            assert {m.label: m.value for m in at.metric}["Images"] == f"{n_val:,}"
+    at.session_state["draw_canvas_0"] = canvas_value([[(0.1, 0.2), (0.1, 0.8)], [(0.5, 0.2), (0.5, 0.8)]])
+    at.run()
+    ok(at)
+    assert any("Looks like" in m.value for m in at.markdown)
