@@ -1,5 +1,8 @@
 """Transfer on digits: pretrain on synthetic digits, fine-tune on Chars74K digits (new head, full or frozen body) vs from scratch.
 
+`--classes 62` runs the same comparison on all 62 classes (pretrain on the default synthetic
+source, fine-tune on the whole of trainPart1, test on testPart1's 930 images).
+
 The reports pretrained on MNIST and fine-tuned elsewhere with a new head. Offline, the
 digits-only pretraining source is charlab's synthetic generator
 (`synthetic:classes=digits,n=N`); the target is the other digit source, Chars74K's digits
@@ -23,15 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..data.classes import CHARS62
 from .accuracy import add_chars74k_argument, chars74k_train_zip, _measure, _probs, restrict_classes
 
-DIGITS = [str(d) for d in range(10)]
+DIGITS = list(CHARS62[:10])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_chars74k_argument(p)
-    p.add_argument("--pretrain-source", default="synthetic:classes=digits,n=300",
-                   help="digits-only source to pretrain on (default synthetic:classes=digits,n=300)")
+    p.add_argument("--classes", choices=["digits", "62"], default="digits", help="digits (default) or all 62")
+    p.add_argument("--pretrain-source", help="source to pretrain on (default synthetic:classes=digits,n=300; "
+                   "with --classes 62: synthetic)")
     p.add_argument("--recipe", default="default", help="recipe of every run (default: default)")
     p.add_argument("--pretrain-epochs", type=int, default=15, help="default 15")
     p.add_argument("--epochs", type=int, default=15, help="fine-tuning / scratch epochs (default 15)")
@@ -58,23 +63,25 @@ def run(args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix="charlab-bench-transfer-"))
     rows = []
     try:
-        # 1. pretrain on the digits-only source
-        pre_cfg = get_recipe(args.recipe, source=args.pretrain_source, epochs=args.pretrain_epochs, seed=args.seed)
+        # 1. pretrain on the other source (digits only by default)
+        names = DIGITS if args.classes == "digits" else list(CHARS62)
+        source = args.pretrain_source or ("synthetic:classes=digits,n=300" if args.classes == "digits" else "synthetic")
+        pre_cfg = get_recipe(args.recipe, source=source, epochs=args.pretrain_epochs, seed=args.seed)
         t0 = time.perf_counter()
         pre = fit(pre_cfg, root / "pretrain", progress=bar)
-        pretrain = {"source": args.pretrain_source, "epochs": len(pre.history), "best_val_acc": pre.best,
-                    "n_train": None, "train_seconds": round(time.perf_counter() - t0, 1)}
-        if list(pre.classes) != DIGITS:
-            raise CharlabError(f"{args.pretrain_source} is not a digits-only source (classes {pre.classes[:12]}…)")
+        pretrain = {"source": source, "epochs": len(pre.history), "best_val_acc": pre.best,
+                    "train_seconds": round(time.perf_counter() - t0, 1)}
+        if list(pre.classes) != names:
+            raise CharlabError(f"{source} does not have the classes {''.join(names)} (it has {''.join(pre.classes)})")
         # the same checkpoint with a freshly initialised head: "a new head" although the class names agree
         ck = load_checkpoint(root / "pretrain" / "best.pt")
-        fresh = replace_head(ck.model, len(DIGITS))
+        fresh = replace_head(ck.model, len(names))
         save_checkpoint(root / "pretrained_new_head.pt", fresh, ck.config, ck.classes, ck.input_shape, epoch=ck.epoch)
 
-        # 2. the target: Chars74K digits
+        # 2. the target: Chars74K (its digits by default)
         cfg0 = DataConfig(source=str(train_zip), image_size=pre_cfg.data.image_size)
-        full = restrict_classes(load_source(str(train_zip), cfg0, split="train", progress=bar), DIGITS)
-        test = restrict_classes(load_source(str(train_zip), cfg0, split="test", progress=bar), DIGITS)
+        full = restrict_classes(load_source(str(train_zip), cfg0, split="train", progress=bar), names)
+        test = restrict_classes(load_source(str(train_zip), cfg0, split="test", progress=bar), names)
         tr, va, _ = stratified_split(full.labels.numpy(), 0.15, args.seed)
         splits = Splits(train=full.subset(tr), val=full.subset(va), test=test, notes=[])
         variants = {
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
             cfg = get_recipe(args.recipe, source=str(train_zip), epochs=args.epochs, seed=args.seed, **over)
             t0, c0 = time.perf_counter(), time.process_time()
             res = fit(cfg, root / name, splits=splits, progress=bar)
-            m = _measure(_probs(res.model, test, DIGITS), test, DIGITS)
+            m = _measure(_probs(res.model, test, names), test, names)
             rows.append({"variant": name, "test_top1": m["top1"], "test_macro_f1": m["macro_f1"],
                          "best_val_acc": round(res.best, 4) if res.best is not None else None,
                          "best_epoch": res.best_epoch, "epochs_to_95": _epochs_to(res.history),
@@ -98,6 +105,6 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         bar.close()
         shutil.rmtree(root, ignore_errors=True)
-    return {"recipe": args.recipe, "pretrain": pretrain, "target": f"{train_zip} digits",
+    return {"recipe": args.recipe, "pretrain": pretrain, "target": f"{train_zip} ({args.classes})",
             "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(test), "epochs": args.epochs,
             "rows": rows, "date": time.strftime("%Y-%m-%d")}
