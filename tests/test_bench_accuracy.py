@@ -1,0 +1,53 @@
+"""The accuracy benchmark's own pieces: the case-insensitive metric on hand-computed cases, the
+class restriction the balancing/transfer tables use, the 120-s snapshot callback, and the
+long-tail 36-class subset cut from the real Chars74K zip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from charlab.bench.accuracy import Snapshot, case_insensitive_accuracy, lookalike_index, restrict_classes
+from charlab.data import CharDataset
+
+
+def test_lookalike_groups_by_hand():
+    classes = ["0", "1", "A", "C", "I", "O", "c", "l", "o"]
+    g = lookalike_index(classes)
+    # 0/O/o share a group, 1/I/l share one, c/C share one, A stands alone
+    assert g[0] == g[5] == g[8] and g[1] == g[4] == g[7] and g[3] == g[6]
+    assert len(set(g.tolist())) == 4
+    y_true = [3, 6, 0, 2, 1, 2]  # C c 0 A 1 A
+    y_pred = [6, 3, 8, 2, 2, 3]  # c C o A A C  -> exact 1/6, look-alike 4/6
+    assert case_insensitive_accuracy(y_true, y_pred, classes) == pytest.approx(4 / 6)
+
+
+def test_restrict_classes_relabels_in_the_given_order():
+    ds = CharDataset(torch.zeros(6, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 2, 2, 1, 0]), ["a", "b", "c"])
+    sub = restrict_classes(ds, ["c", "a"])
+    assert sub.classes == ["c", "a"] and sub.labels.tolist() == [1, 0, 0, 1]
+
+
+def test_snapshot_copies_the_weights_once_past_its_time():
+    model = torch.nn.Linear(2, 2)
+    snap = Snapshot(0.0, clock="wall")
+    snap.on_batch_end(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    snap.on_batch_end(model)  # later batches do not overwrite the snapshot
+    assert snap.taken_at["batch"] == 1
+    assert not torch.equal(snap.state["weight"], model.weight)
+    never = Snapshot(1e9, clock="idle")
+    never.on_batch_end(model)
+    assert never.state is None
+
+
+def test_longtail_subset_of_chars74k(chars74k_train_zip):
+    from charlab.bench.balancing import CLASSES36, longtail_splits
+
+    splits, counts = longtail_splits(chars74k_train_zip, seed=0)
+    assert splits.train.classes == CLASSES36 and splits.test.classes == CLASSES36
+    assert (counts == 1).sum() == 1 and counts.max() == 40 and (counts <= 10).sum() >= 12
+    got = np.bincount(np.concatenate([splits.train.labels.numpy(), splits.val.labels.numpy()]), minlength=36)
+    assert got.tolist() == counts.tolist()  # exactly the profile's counts, drawn from the real images
+    assert np.bincount(splits.test.labels.numpy(), minlength=36).tolist() == [15] * 36
