@@ -44,6 +44,7 @@ class SweepResult:
     best_params: dict
     best_run: Optional[str]  # run directory of the best trial
     trials: list[dict] = field(default_factory=list)  # {number, state, value, params, run_dir}
+    direction: str = "maximize"  # of the monitored metric
 
 
 class PruningCallback:
@@ -212,7 +213,8 @@ def summarize(study, storage: str) -> SweepResult:
         best = None
     return SweepResult(name=study.study_name, storage=storage, best_value=best.value if best else None,
                        best_params=dict(best.params) if best else {},
-                       best_run=best.user_attrs.get("run_dir") if best else None, trials=rows)
+                       best_run=best.user_attrs.get("run_dir") if best else None, trials=rows,
+                       direction=study.direction.name.lower())
 
 
 def sweep_summary(name: str, storage: str = DEFAULT_STORAGE) -> SweepResult:
@@ -225,6 +227,18 @@ def sweep_summary(name: str, storage: str = DEFAULT_STORAGE) -> SweepResult:
     except KeyError:
         raise CharlabError(f"no sweep named {name!r} in {storage}") from None
     return summarize(study, storage)
+
+
+def ensemble_ref(result: SweepResult, k: int = 3) -> str:
+    """The best `k` finished trials as one ensemble reference ("runA+runB+runC"), which eval,
+    predict and the app's Errors and Draw pages accept like a single checkpoint."""
+    from .predict import ENSEMBLE_SEP
+
+    done = [t for t in result.trials if t["state"] == "complete" and t["value"] is not None and t["run_dir"]]
+    if not done:
+        raise CharlabError(f"sweep {result.name} has no finished trial yet")
+    ranked = sorted(done, key=lambda t: t["value"], reverse=result.direction == "maximize")
+    return ENSEMBLE_SEP.join(t["run_dir"] for t in ranked[:max(1, k)])
 
 
 def as_dict(result: SweepResult) -> dict:

@@ -104,6 +104,12 @@ def test_sweep_cli_show(splits, tmp_path, capsys):
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     run_sweep("squares", 1, storage=storage, name="cli", base=_base(epochs=1), root=tmp_path / "runs", splits=splits)
-    assert main(["sweep", "--show", "cli", "--storage", storage, "--json"]) == 0
+    run_sweep("squares", 1, storage=storage, name="cli", base=_base(epochs=1), root=tmp_path / "runs", splits=splits)
+    assert main(["sweep", "--show", "cli", "--storage", storage, "--json", "--ensemble", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["name"] == "cli" and len(out["trials"]) == 1
+    assert out["name"] == "cli" and len(out["trials"]) == 2 and out["direction"] == "maximize"
+    ranked = sorted(out["trials"], key=lambda t: t["value"], reverse=True)
+    assert out["ensemble"] == "+".join(t["run_dir"] for t in ranked)
+    from charlab.predict import load_predictor
+
+    assert load_predictor(out["ensemble"]).is_ensemble  # usable wherever a checkpoint is

@@ -32,15 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default="runs", help="where the trials' run directories go (default runs/)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     p.add_argument("--show", metavar="NAME", help="print the trials of an existing sweep and exit")
+    p.add_argument("--ensemble", type=int, metavar="K",
+                   help="also print the best K trials as one ensemble reference (runA+runB+…) for eval/predict/the app")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_sweep)
 
 
-def _print_result(res, as_json: bool) -> None:
-    from ..sweep import as_dict
+def _print_result(res, as_json: bool, ensemble: int | None = None) -> None:
+    from ..sweep import as_dict, ensemble_ref
 
+    ref = ensemble_ref(res, ensemble) if ensemble else None
     if as_json:
-        print(json.dumps(as_dict(res), indent=2))
+        print(json.dumps({**as_dict(res), **({"ensemble": ref} if ref else {})}, indent=2))
         return
     print(f"sweep {res.name} ({res.storage}): {len(res.trials)} trials")
     for t in res.trials:
@@ -48,6 +51,8 @@ def _print_result(res, as_json: bool) -> None:
         print(f"  #{t['number']:<3} {t['state']:<9} {value:>7}  {t['params']}  {t['run_dir'] or ''}")
     if res.best_value is not None:
         print(f"best: {res.best_value:.4f} {res.best_params} -> {res.best_run}")
+    if ref:
+        print(f"ensemble of the best {ensemble}: {ref}")
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -56,7 +61,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from .train import _TqdmProgress
 
     if args.show:
-        _print_result(sweep_summary(args.show, args.storage), args.json)
+        _print_result(sweep_summary(args.show, args.storage), args.json, args.ensemble)
         return 0
     if not args.source:
         raise CharlabError("--source is required (a folder, zip, csv, synthetic, mnist:DIR, …)")
@@ -68,5 +73,5 @@ def _sweep(args: argparse.Namespace) -> int:
                         log=bar.write if not args.json else (lambda line: print(line, file=sys.stderr)))
     finally:
         bar.close()
-    _print_result(res, args.json)
+    _print_result(res, args.json, args.ensemble)
     return 0
