@@ -20,6 +20,8 @@ def test_lookalike_groups_by_hand():
     y_true = [3, 6, 0, 2, 1, 2]  # C c 0 A 1 A
     y_pred = [6, 3, 8, 2, 2, 3]  # c C o A A C  -> exact 1/6, look-alike 4/6
     assert case_insensitive_accuracy(y_true, y_pred, classes) == pytest.approx(4 / 6)
+    g = lookalike_index(["1", "I", "i", "l", "x"])  # 1Il and iI share I: one group of four
+    assert g.tolist() == [0, 0, 0, 0, 4]
 
 
 def test_restrict_classes_relabels_in_the_given_order():
