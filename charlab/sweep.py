@@ -75,15 +75,15 @@ def suggest_config(trial, base: TrainConfig, *, tune_model: bool = True) -> Trai
 
     cfg = copy.deepcopy(base)
     cfg.lr = trial.suggest_float("lr", 3e-4, 1e-2, log=True)
-    cfg.weight_decay = trial.suggest_float("weight_decay", 1e-5, 5e-2, log=True)
+    cfg.weight_decay = trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True)
     cfg.label_smoothing = trial.suggest_float("label_smoothing", 0.0, 0.2)
     cfg.batch_size = trial.suggest_categorical("batch_size", [32, 64, 128])
-    preset = trial.suggest_categorical("augment", ["light", "strong", cfg.augment.preset if cfg.augment.preset
-                                                   not in ("light", "strong", "none", "custom") else "strong"])
+    own = cfg.augment.preset  # a recipe's own named preset (report36, …) stays a candidate
+    preset = trial.suggest_categorical("augment", ["light", "strong"] + (
+        [own] if own not in ("light", "strong", "none", "custom") else []))
     if preset != cfg.augment.preset:
         cfg.augment = get_preset(preset)
-    if hasattr(cfg, "ema_decay"):
-        cfg.ema_decay = trial.suggest_categorical("ema_decay", [0.0, 0.99, 0.995, 0.998])
+    cfg.ema_decay = trial.suggest_categorical("ema_decay", [0.0, 0.99, 0.995, 0.998])
     if tune_model:
         options = model_options(cfg.model.name)
         kwargs = dict(cfg.model.kwargs)
