@@ -36,10 +36,10 @@ def _preset(name: str) -> AugmentConfig:
 def _report(model: str, *, kwargs: Optional[dict] = None, augment: str = "chars74k_report", epochs: int = 30,
             lr: float = 1e-3, batch_size: int = 64, optimizer: str = "adam", **over) -> TrainConfig:
     """The reports' common setting: Adam at a constant 1e-3, plain cross-entropy, batch 64,
-    early stopping on validation accuracy."""
+    no weight decay and no weight averaging, early stopping on validation accuracy."""
     base = dict(data=DataConfig(), augment=_preset(augment), model=ModelConfig(name=model, kwargs=dict(kwargs or {})),
                 epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=0.0,
-                schedule="constant", label_smoothing=0.0, patience=10)
+                schedule="constant", label_smoothing=0.0, patience=10, ema_decay=0.0)
     base.update(over)
     return TrainConfig(**base)
 

@@ -49,6 +49,10 @@ def test_recipes_augment_unless_noaug():
 
 
 def test_report_settings_match_the_reports():
+    for name in REPORT_RECIPES:  # none of the default recipe's extras leak into a reproduction
+        cfg = get_recipe(name)
+        assert (cfg.ema_decay, cfg.weight_decay, cfg.label_smoothing, cfg.optimizer, cfg.schedule) == (
+            0.0, 0.0, 0.0, "adam", "constant"), name
     assert get_recipe("report_lenet_mish").model.kwargs == {"activation": "mish"}
     assert get_recipe("report_kaggle_cnn").model.name == "kaggle_cnn"
     seed36 = get_recipe("report_seed36_resnet")
