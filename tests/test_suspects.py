@@ -161,7 +161,7 @@ def test_suspects_cli_json(tmp_path, capsys):
             draw_shape(kind, rng).save(path)
             if folder != kind:
                 misfiled.append(str(path))
-    code = main(["suspects", "--source", str(src), "--folds", "2", "--model", "lenet", "--epochs", "8",
+    code = main(["suspects", "--source", str(src), "--folds", "2", "--model", "lenet", "--epochs", "16",
                  "--batch-size", "16", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["in_sample"] is False and 0 < out["share"] < 0.3
