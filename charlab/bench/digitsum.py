@@ -15,6 +15,7 @@ Figures: sum accuracy on test composites built only from held-out digits.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def _digit_splits(digit_source: str):
     return splits
 
 
+def _synthetic_digit_model(args, work: Path):
+    """The per-digit model trained on synthetic digits (once per run; Chars74K fine-tunes it)."""
+    from ..training import fit
+
+    train_source = f"synthetic:classes=digits,n={args.digit_n}"
+    cfg = _config(train_source, args.digit_model, args, "strong")
+    cfg.epochs, cfg.max_minutes = args.digit_epochs, None
+    return cfg, fit(cfg, work / "synthetic_digits", splits=_digit_splits(train_source))
+
+
 def _structured(name: str, digit_source: str, source: str, args, work: Path) -> dict:
     """Train (or fine-tune) the per-digit model, then read the test composites slot by slot."""
     from ..config import DataConfig
@@ -68,13 +79,10 @@ def _structured(name: str, digit_source: str, source: str, args, work: Path) -> 
     t0 = time.perf_counter()
     synthetic_model = work / "synthetic_digits" / "best.pt"
     if name == "synthetic":
-        train_source = f"synthetic:classes=digits,n={args.digit_n}"
-        cfg = _config(train_source, args.digit_model, args, "strong")
-        cfg.epochs, cfg.max_minutes = args.digit_epochs, None
-        res = fit(cfg, work / "synthetic_digits", splits=_digit_splits(train_source))
+        cfg, res = _synthetic_digit_model(args, work)
     else:
         if not synthetic_model.exists():  # the transfer starts from the synthetic digit model
-            _structured("synthetic", "synthetic:classes=digits", source, args, work)
+            _synthetic_digit_model(args, work)
         cfg = _config(digit_source, args.digit_model, args, "strong")
         cfg.epochs, cfg.max_minutes, cfg.init_from = args.finetune_epochs, None, str(synthetic_model)
         cfg.lr = cfg.lr / 3  # fine-tuning: a gentler peak than training from scratch
@@ -99,14 +107,17 @@ def run(args: argparse.Namespace) -> dict:
     if CHARS74K_TRAIN.exists():
         digit_sources["chars74k"] = str(CHARS74K_TRAIN)
     out: dict = {"k": args.k, "n_train": args.n, "n_test": args.test_n, "minutes_per_model": args.minutes}
-    work = Path(tempfile.mkdtemp(prefix="charlab-digitsum-"))
-    for name in [s.strip() for s in args.sources.split(",") if s.strip() in digit_sources]:
-        digit_source = digit_sources[name]
-        source = f"digitsum:k={args.k},n={args.n},test_n={args.test_n},from={digit_source}"
-        for model in [m.strip() for m in args.e2e_models.split(",") if m.strip()]:
-            t0 = time.perf_counter()
-            res = fit(_config(source, model, args, "light"))
-            out[f"{name}_e2e_{model}_sum_acc"] = res.test_metrics["test_acc"]
-            out[f"{name}_e2e_{model}_seconds"] = round(time.perf_counter() - t0, 1)
-        out.update(_structured(name, digit_source, source, args, work))
+    work = Path(tempfile.mkdtemp(prefix="charlab-digitsum-"))  # the synthetic digit model, for the transfer
+    try:
+        for name in [s.strip() for s in args.sources.split(",") if s.strip() in digit_sources]:
+            digit_source = digit_sources[name]
+            source = f"digitsum:k={args.k},n={args.n},test_n={args.test_n},from={digit_source}"
+            for model in [m.strip() for m in args.e2e_models.split(",") if m.strip()]:
+                t0 = time.perf_counter()
+                res = fit(_config(source, model, args, "light"))
+                out[f"{name}_e2e_{model}_sum_acc"] = res.test_metrics["test_acc"]
+                out[f"{name}_e2e_{model}_seconds"] = round(time.perf_counter() - t0, 1)
+            out.update(_structured(name, digit_source, source, args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out

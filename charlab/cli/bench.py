@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     names = _names()
-    if args.bench_name is None or (args.bench_help and args.bench_name is None):
+    if args.bench_name is None:
         args.bench_parser.print_help()
         return 0 if args.bench_help else 2
     if args.bench_name not in names:
