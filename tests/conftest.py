@@ -1,5 +1,6 @@
 """Shared fixtures. Real handwriting lives in ../shared/data (never copied into the repo);
-tests that need it skip with a reason where it is absent (a user's machine), and CI has it."""
+tests that need it skip with a reason where it is absent (a user's machine). CI always has it,
+so under CI=true a missing folder fails those tests instead: a skip there would hide a broken setup."""
 from __future__ import annotations
 
 import os
@@ -19,8 +20,15 @@ CHARS74K = SHARED_DATA / "chars74k_hnd"
 def chars74k_dir() -> Path:
     """Folder with trainPart1.zip and testPart1.zip (Chars74K EnglishHnd)."""
     if not (CHARS74K / "trainPart1.zip").exists():
-        pytest.skip(f"real Chars74K data not found at {CHARS74K} (set CHARLAB_SHARED_DATA)")
+        missing(f"real Chars74K data not found at {CHARS74K} (set CHARLAB_SHARED_DATA)")
     return CHARS74K
+
+
+def missing(reason: str) -> None:
+    """Skip a test whose real data or tool is absent; under CI (CI=true) fail it instead."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} -- CI must have it", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
