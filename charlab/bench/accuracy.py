@@ -68,7 +68,7 @@ def restrict_classes(ds, names: list[str]):
     idx = torch.nonzero(lookup[ds.labels] >= 0).flatten()
     sub = ds.subset(idx)
     return CharDataset(images=sub.images, labels=lookup[sub.labels], classes=list(names), paths=sub.paths,
-                       source=sub.source)
+                       source=sub.source, hashes=sub.hashes)
 
 
 class Snapshot:

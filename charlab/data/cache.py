@@ -23,7 +23,7 @@ from ..io import atomic_write
 from .dataset import CharDataset
 from .preprocess import PREPROCESS_VERSION
 
-CACHE_FORMAT = 2  # bump when the stored layout or a loader's output changes
+CACHE_FORMAT = 3  # bump when the stored layout or a loader's output changes (3: per-image content hashes)
 
 
 def cache_dir() -> Path:
@@ -62,8 +62,9 @@ def load_cached(key: str, source: Optional[str] = None) -> Optional[CharDataset]
         if d.get("format") != CACHE_FORMAT:
             return None
         paths = d["paths"].split("\0") if isinstance(d["paths"], str) else d["paths"]
+        hashes = d["hashes"].split("\0") if isinstance(d["hashes"], str) else d["hashes"]
         ds = CharDataset(images=d["images"], labels=d["labels"], classes=list(d["classes"]), paths=paths,
-                         skipped=list(d["skipped"]), source=d["source"], info=dict(d["info"]))
+                         skipped=list(d["skipped"]), source=d["source"], info=dict(d["info"]), hashes=hashes)
     except Exception:  # noqa: BLE001 - any unreadable entry (torn write, old torch, garbage) is simply rebuilt
         return None
     ds.info["cached"] = True
@@ -77,9 +78,10 @@ def save_cached(key: str, ds: CharDataset) -> None:
     info = {k: v for k, v in ds.info.items() if k != "cached"}
     # paths as one NUL-joined string: torch's weights-only unpickler takes ~1 s for a list of 60,000 str
     paths = "\0".join(ds.paths) if ds.paths else ds.paths
+    hashes = "\0".join(ds.hashes) if ds.hashes else ds.hashes
     obj: dict[str, Any] = {"format": CACHE_FORMAT, "images": ds.images.contiguous(), "labels": ds.labels,
                            "classes": list(ds.classes), "paths": paths, "skipped": list(ds.skipped),
-                           "source": ds.source, "info": info}
+                           "source": ds.source, "info": info, "hashes": hashes}
     try:
         atomic_write(_entry_path(key), lambda f: torch.save(obj, f))
     except (OSError, CharlabError) as e:

@@ -1,6 +1,7 @@
 """The one in-memory dataset type every part of charlab passes around."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -14,6 +15,19 @@ class CharDataset:
     and class names that are the characters themselves wherever they are known.
 
     H == W == image_size for character sources; composite sources (digitsum) are wider.
+
+    `hashes[i]` identifies image i's CONTENT, independent of image_size and preprocessing, so
+    label overrides and duplicate finding survive a change of options (see `content_hash`):
+    - folder / zip: sha256 of the file's bytes, as stored;
+    - CSV: sha256 of the row's pixels (uint8, side×side, as read, before resizing);
+    - MNIST / EMNIST idx: sha256 of the image's raw pixel bytes (h×w uint8, as stored);
+    - synthetic: sha256 of the high-resolution rendered canvas, before preprocessing;
+    - digitsum: sha256 of the composite's pixels (it only exists at image_size).
+    Two images with the same hash are byte-identical in their source. None when unknown.
+
+    `paths[i]` is a printable origin: an absolute file path, `/abs/archive.zip!/entry`,
+    `/abs/file.csv#line12`, `synthetic#3`. `source_path(i)` / `source_paths()` give the name as
+    the source itself spells it (the zip entry, the folder-relative path, `#line12`).
     """
 
     images: torch.Tensor  # uint8, N×1×H×W
@@ -23,10 +37,12 @@ class CharDataset:
     skipped: list[dict] = field(default_factory=list)  # [{"path", "reason"}] files that could not be used
     source: str = ""  # the source string it came from
     info: dict = field(default_factory=dict)  # source-specific extras (e.g. digitsum's per-slot digits)
+    hashes: Optional[list[str]] = None  # per-image content hash (HASH_CHARS hex chars of sha256; see above)
 
     def __post_init__(self) -> None:
         assert self.images.dtype == torch.uint8 and self.images.dim() == 4, "images must be uint8 N×1×H×W"
         assert self.labels.dtype == torch.int64 and len(self.labels) == len(self.images)
+        assert self.hashes is None or len(self.hashes) == len(self.labels), "one hash per image"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -50,7 +66,20 @@ class CharDataset:
             skipped=list(self.skipped),
             source=self.source,
             info=info,
+            hashes=[self.hashes[i] for i in idx.tolist()] if self.hashes is not None else None,
         )
+
+    def source_path(self, i: int) -> Optional[str]:
+        """Image i's name as its source spells it: the zip entry (`A/img1.png`), the path relative
+        to the folder, `#line12` for a CSV row; other origins (`synthetic#3`) unchanged."""
+        return source_relative(self.paths[i], self.info.get("root")) if self.paths is not None else None
+
+    def source_paths(self) -> Optional[list[str]]:
+        """`source_path(i)` for every image (None when the dataset has no paths)."""
+        if self.paths is None:
+            return None
+        root = self.info.get("root")
+        return [source_relative(p, root) for p in self.paths]
 
     def select_classes(self, names: Sequence[str]) -> "CharDataset":
         """Only the images of `names` (in that order), relabelled 0..len(names)-1."""
@@ -66,6 +95,28 @@ class CharDataset:
         out.labels = remap[out.labels]
         out.classes = list(names)
         return out
+
+
+HASH_CHARS = 16  # hex chars kept of the sha256: 64 bits, no accidental collision in any real dataset
+
+
+def content_hash(data: bytes | memoryview) -> str:
+    """The `CharDataset.hashes` entry for some bytes: a file's, or an image's raw pixels."""
+    return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
+
+
+def source_relative(ref: str, root: Optional[str]) -> str:
+    """`/abs/x.zip!/A/1.png` -> `A/1.png`; `ROOT/A/1.png` -> `A/1.png`; `/abs/f.csv#line12` -> `#line12`."""
+    _, sep, entry = ref.partition("!/")
+    if sep:
+        return entry
+    if root:
+        root = root.rstrip("/\\")
+        if ref.startswith(root + "#"):
+            return ref[len(root):]
+        if ref.startswith(root + "/") or ref.startswith(root + "\\"):
+            return ref[len(root) + 1:].replace("\\", "/")
+    return ref
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

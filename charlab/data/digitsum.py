@@ -31,7 +31,7 @@ import torch
 from ..config import DataConfig
 from ..errors import CharlabError, DataError
 from ._registry import SOURCES, Progress
-from .dataset import CharDataset
+from .dataset import CharDataset, content_hash
 
 DEFAULTS = {"k": 4, "n": 6000, "test_n": 1000, "jitter": 0.12, "seed": None, "from": "synthetic:classes=digits"}
 DIGITS = [str(d) for d in range(10)]
@@ -126,6 +126,7 @@ def digitsum_source(arg: str, cfg: DataConfig, split: str, progress: Optional[Pr
     k = opts["k"]
     return CharDataset(images=canvas, labels=digits.sum(dim=1), classes=[str(v) for v in range(9 * k + 1)],
                        paths=[f"digitsum#{split}{i}" for i in range(n)], skipped=list(digits_ds.skipped),
+                       hashes=[content_hash(canvas[i].numpy().data) for i in range(n)],  # composites exist at S only
                        source="", info={"digits": digits, "digit_index": index, "k": k,
                                         "digit_source": opts["from"], "part": split})
 

@@ -36,7 +36,7 @@ from ..errors import CharlabError, DataError
 from . import cache
 from ._registry import SOURCES, Progress
 from .classes import EMNIST_CLASSES, chars74k_class_name, label_names, natural_key, sort_classes
-from .dataset import CharDataset
+from .dataset import CharDataset, content_hash
 from .preprocess import MAX_IMAGE_PIXELS, preprocess_array, preprocess_image
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
@@ -385,26 +385,31 @@ def _skip_reason(e: BaseException) -> str:
     return f"cannot decode image: {type(e).__name__}{': ' + msg if msg else ''}"
 
 
-def _decode_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Worker: decode one chunk of files; failures come back as (index in chunk, reason)."""
+def _decode_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]], list[str]]:
+    """Worker: decode one chunk of files; failures come back as (index in chunk, reason).
+    Also the content hash of each file's bytes ("" for a failed one), read here anyway."""
     kind, root, rels, cfg = job
     out = np.zeros((len(rels), cfg.image_size, cfg.image_size), np.uint8)
-    failed = []
+    failed, hashes = [], [""] * len(rels)
     for i, rel in enumerate(rels):
         try:
-            out[i] = decode_image_bytes(_read_bytes(kind, root, rel), cfg)
+            data = _read_bytes(kind, root, rel)
+            hashes[i] = content_hash(data)
+            out[i] = decode_image_bytes(data, cfg)
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files; each is one skip
             failed.append((i, _skip_reason(e)))
-    return out, failed
+    return out, failed, hashes
 
 
-def _preprocess_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Worker: preprocess a chunk of raw uint8 arrays (n×h×w) of either polarity."""
+def _preprocess_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]], list[str]]:
+    """Worker: preprocess a chunk of raw uint8 arrays (n×h×w) of either polarity; hashes of the raw pixels."""
     arrays, cfg = job
     out = np.zeros((len(arrays), cfg.image_size, cfg.image_size), np.uint8)
+    hashes = []
     for i, a in enumerate(arrays):
+        hashes.append(content_hash(np.ascontiguousarray(a).data))
         out[i] = preprocess_array(a, cfg)
-    return out, []
+    return out, [], hashes
 
 
 def map_chunks(fn: Callable, jobs: Sequence[tuple], sizes: Sequence[int], progress: Progress | None,
@@ -442,8 +447,9 @@ def _chunks(n: int, min_size: int = 16, max_size: int = 512) -> list[tuple[int, 
 
 
 def decode_files(kind: str, root: Path, rels: Sequence[str], cfg: DataConfig, progress: Progress | None,
-                 message: str) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Decode files of a folder or zip -> (uint8 n×S×S, [(index, reason)] of the failed ones)."""
+                 message: str) -> tuple[np.ndarray, list[tuple[int, str]], list[str]]:
+    """Decode files of a folder or zip -> (uint8 n×S×S, [(index, reason)] of the failed ones,
+    content hash of each file's bytes)."""
     bounds = _chunks(len(rels))
     jobs = [(kind, str(root), list(rels[a:b]), cfg) for a, b in bounds]
     results = map_chunks(_decode_chunk, jobs, [b - a for a, b in bounds], progress, message)
@@ -451,25 +457,32 @@ def decode_files(kind: str, root: Path, rels: Sequence[str], cfg: DataConfig, pr
         _ZIPS.pop(key).close()
     images = np.concatenate([r[0] for r in results]) if results else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
     failed = [(a + i, reason) for (a, _), r in zip(bounds, results) for i, reason in r[1]]
-    return images, failed
+    return images, failed, [h for r in results for h in r[2]]
 
 
-def preprocess_arrays(arrays: np.ndarray, cfg: DataConfig, progress: Progress | None, message: str) -> np.ndarray:
-    """Raw n×h×w uint8 (CSV rows, idx images) -> preprocessed n×S×S, in the pool when large."""
+def preprocess_arrays(arrays: np.ndarray, cfg: DataConfig, progress: Progress | None,
+                      message: str) -> tuple[np.ndarray, list[str]]:
+    """Raw n×h×w uint8 (CSV rows, idx images) -> (preprocessed n×S×S, content hash of each raw array),
+    in the pool when large."""
     bounds = _chunks(len(arrays), 256, 4096)
     results = map_chunks(_preprocess_chunk, [(arrays[a:b], cfg) for a, b in bounds], [b - a for a, b in bounds],
                          progress, message)
-    return np.concatenate([r[0] for r in results]) if results else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
+    hashes = [h for r in results for h in r[2]]
+    if not results:
+        return np.zeros((0, cfg.image_size, cfg.image_size), np.uint8), hashes
+    return np.concatenate([r[0] for r in results]), hashes
 
 
 def build_dataset(images: np.ndarray, names: Sequence[str], paths: Optional[list[str]], skipped: list[dict],
-                  source: str, info: dict, classes: Optional[list[str]] = None) -> CharDataset:
+                  source: str, info: dict, classes: Optional[list[str]] = None,
+                  hashes: Optional[list[str]] = None) -> CharDataset:
     """n×S×S uint8 + per-image class names -> CharDataset, classes in charlab's order."""
     classes = classes or sort_classes(names)
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index[n] for n in names], dtype=torch.int64)
     return CharDataset(images=torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1),  # N×1×S×S
-                       labels=labels, classes=list(classes), paths=paths, skipped=skipped, source=source, info=info)
+                       labels=labels, classes=list(classes), paths=paths, skipped=skipped, source=source, info=info,
+                       hashes=hashes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,8 +520,8 @@ def _load_path(path: Path, source: str, cfg: DataConfig, role: str, progress: Pr
     skipped = listing.skipped + lay.skipped
     if not items:
         raise _no_images_error(path, skipped)
-    images, failed = decode_files(listing.kind, listing.root, [rel for rel, _ in items], cfg, progress,
-                                  f"decoding {path.name}")
+    images, failed, hashes = decode_files(listing.kind, listing.root, [rel for rel, _ in items], cfg, progress,
+                                          f"decoding {path.name}")
     bad = {i for i, _ in failed}
     skipped += [{"path": listing.ref(items[i][0]), "reason": reason} for i, reason in failed]
     keep = [i for i in range(len(items)) if i not in bad]
@@ -518,7 +531,8 @@ def _load_path(path: Path, source: str, cfg: DataConfig, role: str, progress: Pr
     for cls in sort_classes({c for _, c in items} - kept_classes):
         skipped.append({"path": f"{listing.root} [{cls}]", "reason": "no usable image in class folder"})
     ds = build_dataset(images[keep], [items[i][1] for i in keep], [listing.ref(items[i][0]) for i in keep], skipped,
-                       source, {"root": str(listing.root), "kind": listing.kind, "part": role, "notes": lay.notes})
+                       source, {"root": str(listing.root), "kind": listing.kind, "part": role, "notes": lay.notes},
+                       hashes=[hashes[i] for i in keep])
     cache.save_cached(key, ds)
     return ds
 
@@ -633,8 +647,9 @@ def _load_csv(path: Path, source: str, cfg: DataConfig, role: str, progress: Pro
     raw = np.concatenate(raws)[keep].reshape(-1, side, side)  # n×side×side
     if _emnist_split_of(path):
         raw = raw.transpose(0, 2, 1)  # EMNIST stores images transposed
-    images = preprocess_arrays(raw, cfg, progress, f"preprocessing {path.name}")
-    ds = build_dataset(images, all_names, [f"{path.resolve()}#line{first + i}" for i in keep], skipped, source, {"root": str(path.resolve()), "kind": "csv", "part": role})
+    images, hashes = preprocess_arrays(raw, cfg, progress, f"preprocessing {path.name}")
+    ds = build_dataset(images, all_names, [f"{path.resolve()}#line{first + i}" for i in keep], skipped, source,
+                       {"root": str(path.resolve()), "kind": "csv", "part": role}, hashes=hashes)
     cache.save_cached(key, ds)
     return ds
 
@@ -782,10 +797,10 @@ def _load_idx(kind: str, arg: str, cfg: DataConfig, split: str, progress: Progre
         raise DataError(f"{images_path} has {len(raw)} images but {labels_path} has {len(labels)} labels")
     if spec.emnist_split:
         raw = raw.transpose(0, 2, 1)  # EMNIST's idx images are stored transposed
-    images = preprocess_arrays(np.ascontiguousarray(raw), cfg, progress, f"preprocessing {images_path.name}")
+    images, hashes = preprocess_arrays(np.ascontiguousarray(raw), cfg, progress, f"preprocessing {images_path.name}")
     return CharDataset(images=torch.from_numpy(images).unsqueeze(1), labels=torch.from_numpy(labels), classes=classes,
                        paths=[f"{images_path}#{i}" for i in range(len(labels))], skipped=[], source="",
-                       info={"root": str(spec.root), "kind": kind, "part": split})
+                       info={"root": str(spec.root), "kind": kind, "part": split}, hashes=hashes)
 
 
 def _idx_fingerprint(kind: str) -> Callable[[str, str], list]:

@@ -60,7 +60,7 @@ def align_classes(ds: CharDataset, classes: list[str], what: str = "test") -> Ch
                         f"{shown}")
     lookup = torch.tensor([index[c] for c in ds.classes], dtype=torch.int64)
     return CharDataset(images=ds.images, labels=lookup[ds.labels], classes=list(classes), paths=ds.paths,
-                       skipped=ds.skipped, source=ds.source, info=ds.info)
+                       skipped=ds.skipped, source=ds.source, info=ds.info, hashes=ds.hashes)
 
 
 def load_splits(cfg: DataConfig, progress: Progress | None = None) -> Splits:

@@ -31,7 +31,7 @@ from ..config import DataConfig
 from ..errors import CharlabError
 from ._glyphs import CLASSES_62, GLYPHS
 from ._registry import SOURCES, Progress
-from .dataset import CharDataset
+from .dataset import CharDataset, content_hash
 from .preprocess import preprocess_ink
 
 CLASS_SETS = {
@@ -320,8 +320,9 @@ def class_counts(n_classes: int, n: int, profile: str, seed: int) -> np.ndarray:
 
 
 def generate(classes: list[str], counts, seed: int, split: str, cfg: DataConfig,
-             progress: Optional[Progress] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images of `classes` (counts[i] of class i) -> (uint8 N×1×S×S, int64 labels N, int64 allograph N).
+             progress: Optional[Progress] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Images of `classes` (counts[i] of class i) -> (uint8 N×1×S×S, int64 labels N, int64 allograph N,
+    content hash N of each high-resolution canvas before preprocessing).
 
     Each character has its own random stream keyed by (seed, split, its index among the 62),
     so `A` is the same in classes=upper and classes=62, and no test image repeats a train one.
@@ -330,19 +331,21 @@ def generate(classes: list[str], counts, seed: int, split: str, cfg: DataConfig,
     images = np.zeros((total, cfg.image_size, cfg.image_size), np.uint8)  # N×S×S
     labels = np.empty(total, np.int64)
     allograph = np.empty(total, np.int64)
+    hashes: list[str] = []
     at = 0
     for label, (ch, k) in enumerate(zip(classes, counts)):
         k = int(k)
         rng = np.random.default_rng([seed, _SPLIT_STREAM[split], CLASSES_62.index(ch)])
         drawn, which = render_class(ch, k, rng)
         for j, a in enumerate(drawn):
+            hashes.append(content_hash(np.ascontiguousarray(a).data))
             images[at + j] = preprocess_ink(a, cfg)
         labels[at:at + k] = label
         allograph[at:at + k] = which
         at += k
         if progress:
             progress(at, total, f"drawing synthetic {split} characters")
-    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), torch.from_numpy(allograph)
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), torch.from_numpy(allograph), hashes
 
 
 @SOURCES.register("synthetic")
@@ -356,9 +359,9 @@ def synthetic_source(arg: str, cfg: DataConfig, split: str, progress: Optional[P
         counts = class_counts(len(classes), opts["n"], opts["profile"], seed)
     else:  # the test split is balanced whatever the profile: per-class scores stay comparable
         counts = np.full(len(classes), opts["test_n"], dtype=np.int64)
-    images, labels, allograph = generate(classes, counts, seed, split, cfg, progress)
+    images, labels, allograph, hashes = generate(classes, counts, seed, split, cfg, progress)
     prefix = "synthetic#" if split == "train" else "synthetic#test-"
     return CharDataset(images=images, labels=labels, classes=list(classes),
-                       paths=[f"{prefix}{i}" for i in range(len(labels))], source="",
+                       paths=[f"{prefix}{i}" for i in range(len(labels))], source="", hashes=hashes,
                        info={"allograph": allograph, "part": split, "seed": seed,
                              "options": {k: v for k, v in opts.items() if k != "seed"}})
