@@ -25,6 +25,7 @@ class DataConfig:
     threshold: Optional[float] = None  # binarise at this level in [0, 1]; None keeps grey levels
     val_fraction: float = 0.15  # stratified validation share of the training data
     seed: int = 0  # seed of the split (and of generated sources)
+    labels: Optional[str] = None  # label override file (charlab.labels) applied to the training data; None = none
 
     def validate(self) -> None:
         if self.image_size not in (28, 32, 64) and not (8 <= self.image_size <= 128):
