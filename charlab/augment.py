@@ -22,7 +22,8 @@ whatever the config says, so turning one op on or off in the app does not re-rol
 Images whose op was not drawn are left bit-for-bit untouched by that op, and the `none` preset
 returns its input itself.
 
-Presets live in `AUGMENT_PRESETS` (a Registry of functions returning a fresh AugmentConfig).
+Presets live in `AUGMENT_PRESETS` (a Registry of functions returning a fresh AugmentConfig), beside
+AugmentConfig in charlab.config, so configs are built without importing torch; re-exported here.
 `preview(images, cfg, seed, k)` returns K variants of each image and the parameters drawn for
 each, stable for a given seed: variant j of image i depends only on (seed, i, j, the image).
 """
@@ -36,11 +37,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .config import AugmentConfig
+from .config import AUGMENT_PRESETS, AugmentConfig, get_preset, list_presets  # noqa: F401 (the presets' home is config)
 from .errors import CharlabError
-from .registry import Registry
-
-AUGMENT_PRESETS: Registry = Registry("augmentation preset")
 
 # Columns of the per-image block of uniforms. The layout is fixed (and has spare columns) so a
 # given seed draws the same rotation whether or not, say, blur is switched on.
@@ -82,69 +80,6 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("erase", ("erase_frac",), "erase_p", "erased rectangle area as a fraction of the image (low, high)"),
 )
 _GEOMETRIC_P = ("rotate_p", "shear_p", "scale_p", "shift_p", "perspective_p", "elastic_p")
-
-
-# ---------------------------------------------------------------------------------------------
-# presets
-
-
-def get_preset(name: str) -> AugmentConfig:
-    """A fresh AugmentConfig for a named preset; unknown names list the valid ones."""
-    cfg = AUGMENT_PRESETS.get(name)()
-    return dataclasses.replace(cfg, preset=name)
-
-
-def list_presets() -> list[str]:
-    return AUGMENT_PRESETS.names()
-
-
-@AUGMENT_PRESETS.register("none")
-def _preset_none() -> AugmentConfig:
-    """The exact identity: augment_batch returns its input unchanged."""
-    return AugmentConfig()
-
-
-@AUGMENT_PRESETS.register("light")
-def _preset_light() -> AugmentConfig:
-    """Small pose and pen changes that keep every sample looking like the validation data."""
-    return AugmentConfig(
-        rotate=(-8.0, 8.0), rotate_p=0.5,
-        shear_x=(-0.1, 0.1), shear_y=(-0.05, 0.05), shear_p=0.3,
-        scale=(0.92, 1.08), scale_p=0.5,
-        shift=0.05, shift_p=0.5,
-        elastic_alpha=0.6, elastic_sigma=4.0, elastic_p=0.2,
-        stroke=(-0.3, 0.5), stroke_p=0.3,
-        blur_sigma=(0.3, 0.6), blur_p=0.1,
-    )
-
-
-@AUGMENT_PRESETS.register("strong")
-def _preset_strong() -> AugmentConfig:
-    """Everything at once, still readable: the report that previewed its grids found more hurts."""
-    return AugmentConfig(
-        rotate=(-15.0, 15.0), rotate_p=0.7,
-        shear_x=(-0.3, 0.3), shear_y=(-0.1, 0.1), shear_p=0.5,
-        scale=(0.85, 1.1), scale_p=0.5,
-        shift=0.08, shift_p=0.5,
-        perspective=0.1, perspective_p=0.3,
-        elastic_alpha=1.0, elastic_sigma=4.0, elastic_p=0.5,
-        stroke=(-0.5, 0.7), stroke_p=0.5,
-        blur_sigma=(0.3, 0.7), blur_p=0.3,
-        noise_std=0.05, noise_p=0.3,
-        erase_frac=(0.02, 0.05), erase_p=0.25,
-    )
-
-
-@AUGMENT_PRESETS.register("report36")
-def _preset_report36() -> AugmentConfig:
-    """The 36-class report's oversampling copies: rotation +25°/−15° and shear ±0.3, every copy."""
-    return AugmentConfig(rotate=(-15.0, 25.0), rotate_p=1.0, shear_x=(-0.3, 0.3), shear_p=1.0)
-
-
-@AUGMENT_PRESETS.register("chars74k_report")
-def _preset_chars74k_report() -> AugmentConfig:
-    """The Chars74K report's generator: shear 0.1 and a little rotation."""
-    return AugmentConfig(rotate=(-10.0, 10.0), rotate_p=1.0, shear_x=(-0.1, 0.1), shear_p=1.0)
 
 
 # ---------------------------------------------------------------------------------------------

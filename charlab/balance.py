@@ -17,30 +17,102 @@ A class with a single image works under every strategy; a class with no image st
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
-import torch
 
-from .config import AugmentConfig
-from .data.dataset import CharDataset, content_hash, to_float
 from .errors import CharlabError
+from .registry import Registry
 
-BALANCE_STRATEGIES = ("none", "oversample", "sampler", "loss")
-WEIGHT_KINDS = ("inverse", "effective")
+if TYPE_CHECKING:  # torch is imported by the functions that build tensors: config validation and
+    import torch  # the CLI's choices read BALANCE_STRATEGIES.names() without it
+
+    from .config import AugmentConfig, TrainConfig
+    from .data.dataset import CharDataset
 
 # oversample augments its copies in chunks so 60 classes × hundreds of copies stay small in memory
 _OVERSAMPLE_CHUNK = 1024
 
 
-def check_strategy(strategy: str) -> str:
-    if strategy not in BALANCE_STRATEGIES:
-        raise CharlabError(f"unknown balancing strategy {strategy!r}; valid: {', '.join(BALANCE_STRATEGIES)}")
-    return strategy
+class Strategy:
+    """What one balancing strategy does at each place it acts; the base class is `none`."""
+
+    def prepare(self, train: CharDataset, config: TrainConfig) -> tuple[CharDataset, Optional[torch.Tensor], Optional[str]]:
+        """Before training: -> (training split, per-class loss weights or None, a note or None)."""
+        return train, None, None
+
+    def epoch_indices(self, labels: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """The sample indices of one epoch: a plain permutation unless the strategy draws."""
+        import torch
+
+        return torch.randperm(len(labels), generator=generator)
+
+    def effective_counts(self, c: np.ndarray, target: Optional[int]) -> np.ndarray:
+        return c.astype(np.float64)
+
+    def effective_weights(self, c: np.ndarray, kind: str, beta: float) -> np.ndarray:
+        return (c > 0).astype(np.float64)
+
+
+class _Oversample(Strategy):
+    def prepare(self, train, config):
+        out = oversample(train, config.balance_target, config.augment, config.seed)
+        return out, None, f"oversampled the training split from {len(train)} to {len(out)} images"
+
+    def effective_counts(self, c, target):
+        t = _target(c, target)
+        return np.where(c > 0, np.maximum(c, t), 0).astype(np.float64)
+
+
+class _Sampler(Strategy):
+    def epoch_indices(self, labels, generator):
+        import torch
+
+        if len(labels) == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        return torch.multinomial(sampler_weights(labels), len(labels), replacement=True, generator=generator)
+
+    def effective_counts(self, c, target):
+        present = c > 0
+        share = c.sum() / present.sum() if present.any() else 0.0
+        return np.where(present, share, 0.0)
+
+
+class _Loss(Strategy):
+    def prepare(self, train, config):
+        return train, class_weights(train.counts(), config.balance_weights), None
+
+    def effective_weights(self, c, kind, beta):
+        return class_weights(c, kind, beta).numpy().astype(np.float64)
+
+
+# name -> Strategy, in menu order (the first, none, is TrainConfig's default)
+BALANCE_STRATEGIES: Registry[Strategy] = Registry("balancing strategy", ordered=True)
+for _name, _strategy in (("none", Strategy()), ("oversample", _Oversample()), ("sampler", _Sampler()),
+                         ("loss", _Loss())):
+    BALANCE_STRATEGIES.register(_name)(_strategy)
+
+# name -> weights(counts of the classes that have images, float64; beta) -> their unnormalised weights
+CLASS_WEIGHTS: Registry[Callable] = Registry("class-weight kind", ordered=True)
+
+
+@CLASS_WEIGHTS.register("inverse")
+def _inverse(c: np.ndarray, beta: float) -> np.ndarray:
+    return 1.0 / c
+
+
+@CLASS_WEIGHTS.register("effective")
+def _effective(c: np.ndarray, beta: float) -> np.ndarray:
+    return (1.0 - beta) / (1.0 - np.power(beta, c))
+
+
+def get_strategy(strategy: str) -> Strategy:
+    """The Strategy of a name; an unknown name fails listing the valid ones."""
+    return BALANCE_STRATEGIES.get(strategy)
 
 
 def _counts(counts) -> np.ndarray:
-    c = np.asarray(counts.numpy() if isinstance(counts, torch.Tensor) else counts)
+    c = np.asarray(counts.numpy() if hasattr(counts, "numpy") else counts)
     if c.ndim != 1 or (c.size and (c < 0).any()):
         raise CharlabError("class counts must be a 1-D array of non-negative numbers")
     return c.astype(np.int64)
@@ -70,26 +142,13 @@ def effective_counts(counts, strategy: str, target: Optional[int] = None) -> np.
     - sampler: the expected counts of a class-balanced draw of the same epoch size, i.e.
       total / (classes with images) for each class with images.
     """
-    c = _counts(counts)
-    check_strategy(strategy)
-    if strategy == "oversample":
-        t = _target(c, target)
-        return np.where(c > 0, np.maximum(c, t), 0).astype(np.float64)
-    if strategy == "sampler":
-        present = c > 0
-        share = c.sum() / present.sum() if present.any() else 0.0
-        return np.where(present, share, 0.0)
-    return c.astype(np.float64)
+    return get_strategy(strategy).effective_counts(_counts(counts), target)
 
 
 def effective_weights(counts, strategy: str, kind: str = "inverse", beta: float = 0.999) -> np.ndarray:
     """Per-class loss weights under a strategy: `class_weights` for `loss`, 1 for classes with
     images otherwise (0 where a class has none, as class_weights does)."""
-    c = _counts(counts)
-    check_strategy(strategy)
-    if strategy == "loss":
-        return class_weights(c, kind, beta).numpy().astype(np.float64)
-    return (c > 0).astype(np.float64)
+    return get_strategy(strategy).effective_weights(_counts(counts), kind, beta)
 
 
 def class_weights(counts, kind: str = "inverse", beta: float = 0.999) -> torch.Tensor:
@@ -103,17 +162,15 @@ def class_weights(counts, kind: str = "inverse", beta: float = 0.999) -> torch.T
     Classes with no image get weight 0: they never occur as a target, so their weight cannot
     change the loss, and 0 keeps an infinity out of the tensor.
     """
-    if kind not in WEIGHT_KINDS:
-        raise CharlabError(f"unknown class-weight kind {kind!r}; valid: {', '.join(WEIGHT_KINDS)}")
+    import torch
+
+    fn = CLASS_WEIGHTS.get(kind)
     if not 0 <= beta < 1:
         raise CharlabError(f"beta must be in [0, 1), got {beta}")
     c = _counts(counts).astype(np.float64)
     present = c > 0
     w = np.zeros_like(c)
-    if kind == "inverse":
-        w[present] = 1.0 / c[present]
-    else:
-        w[present] = (1.0 - beta) / (1.0 - np.power(beta, c[present]))
+    w[present] = fn(c[present], beta)
     if present.any():
         w[present] /= w[present].mean()
     return torch.as_tensor(w, dtype=torch.float32)
@@ -122,6 +179,8 @@ def class_weights(counts, kind: str = "inverse", beta: float = 0.999) -> torch.T
 def sampler_weights(labels: torch.Tensor) -> torch.Tensor:
     """Per-sample weights 1 / (count of its class), float64: a weighted draw then picks every
     class with equal probability."""
+    import torch
+
     labels = torch.as_tensor(labels, dtype=torch.int64)
     counts = torch.bincount(labels)
     return 1.0 / counts[labels].double()
@@ -130,11 +189,7 @@ def sampler_weights(labels: torch.Tensor) -> torch.Tensor:
 def epoch_indices(labels: torch.Tensor, strategy: str, generator: Optional[torch.Generator]) -> torch.Tensor:
     """The sample indices of one epoch (int64, as many as labels): for `sampler`, a class-balanced
     weighted draw with replacement; for every other strategy a plain permutation."""
-    check_strategy(strategy)
-    n = len(labels)
-    if strategy == "sampler" and n > 0:
-        return torch.multinomial(sampler_weights(labels), n, replacement=True, generator=generator)
-    return torch.randperm(n, generator=generator)
+    return get_strategy(strategy).epoch_indices(labels, generator)
 
 
 def oversample(ds: CharDataset, target: Optional[int] = None, cfg: Optional[AugmentConfig] = None,
@@ -148,7 +203,10 @@ def oversample(ds: CharDataset, target: Optional[int] = None, cfg: Optional[Augm
     Copies are appended after the originals; paths get a `#oversample<k>` suffix and
     `info["oversample"]` records the target and how many were added.
     """
+    import torch
+
     from .augment import augment_batch, get_preset, to_uint8
+    from .data.dataset import to_float
 
     counts = ds.counts()
     t = _target(counts, target)
@@ -180,7 +238,5 @@ def oversample(ds: CharDataset, target: Optional[int] = None, cfg: Optional[Augm
     paths = None
     if ds.paths is not None:
         paths = list(ds.paths) + [f"{p}#oversample{k}" for k, p in enumerate(copies.paths or [])]
-    # an augmented copy is new content: hashed from its own pixels, so it never reads as a duplicate
-    hashes = None if ds.hashes is None else list(ds.hashes) + [content_hash(c.numpy().data) for c in torch.cat(chunks)]
     return dataclasses.replace(ds, images=images, labels=torch.cat([ds.labels, copies.labels]), paths=paths,
-                               skipped=list(ds.skipped), info=info, hashes=hashes)
+                               skipped=list(ds.skipped), info=info)

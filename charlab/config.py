@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from .errors import CharlabError
+from .registry import Registry
 
 
 @dataclass
@@ -76,6 +77,71 @@ class AugmentConfig:
         return all(p == 0 for p in probs)
 
 
+# Named augmentation presets: plain AugmentConfig values, so they live here beside the class and
+# TrainConfig's default (`strong`) needs no import of charlab.augment (which applies them, in torch).
+AUGMENT_PRESETS: Registry = Registry("augmentation preset")
+
+
+def get_preset(name: str) -> AugmentConfig:
+    """A fresh AugmentConfig for a named preset; unknown names list the valid ones."""
+    cfg = AUGMENT_PRESETS.get(name)()
+    return dataclasses.replace(cfg, preset=name)
+
+
+def list_presets() -> list[str]:
+    return AUGMENT_PRESETS.names()
+
+
+@AUGMENT_PRESETS.register("none")
+def _preset_none() -> AugmentConfig:
+    """The exact identity: augment_batch returns its input unchanged."""
+    return AugmentConfig()
+
+
+@AUGMENT_PRESETS.register("light")
+def _preset_light() -> AugmentConfig:
+    """Small pose and pen changes that keep every sample looking like the validation data."""
+    return AugmentConfig(
+        rotate=(-8.0, 8.0), rotate_p=0.5,
+        shear_x=(-0.1, 0.1), shear_y=(-0.05, 0.05), shear_p=0.3,
+        scale=(0.92, 1.08), scale_p=0.5,
+        shift=0.05, shift_p=0.5,
+        elastic_alpha=0.6, elastic_sigma=4.0, elastic_p=0.2,
+        stroke=(-0.3, 0.5), stroke_p=0.3,
+        blur_sigma=(0.3, 0.6), blur_p=0.1,
+    )
+
+
+@AUGMENT_PRESETS.register("strong")
+def _preset_strong() -> AugmentConfig:
+    """Everything at once, still readable: the report that previewed its grids found more hurts."""
+    return AugmentConfig(
+        rotate=(-15.0, 15.0), rotate_p=0.7,
+        shear_x=(-0.3, 0.3), shear_y=(-0.1, 0.1), shear_p=0.5,
+        scale=(0.85, 1.1), scale_p=0.5,
+        shift=0.08, shift_p=0.5,
+        perspective=0.1, perspective_p=0.3,
+        elastic_alpha=1.0, elastic_sigma=4.0, elastic_p=0.5,
+        stroke=(-0.5, 0.7), stroke_p=0.5,
+        blur_sigma=(0.3, 0.7), blur_p=0.3,
+        noise_std=0.05, noise_p=0.3,
+        erase_frac=(0.02, 0.05), erase_p=0.25,
+    )
+
+
+@AUGMENT_PRESETS.register("report36")
+def _preset_report36() -> AugmentConfig:
+    """The 36-class report's oversampling copies: rotation +25°/−15° and shear ±0.3, every copy."""
+    return AugmentConfig(rotate=(-15.0, 25.0), rotate_p=1.0, shear_x=(-0.3, 0.3), shear_p=1.0)
+
+
+@AUGMENT_PRESETS.register("chars74k_report")
+def _preset_chars74k_report() -> AugmentConfig:
+    """The Chars74K report's generator: shear 0.1 and a little rotation."""
+    return AugmentConfig(rotate=(-10.0, 10.0), rotate_p=1.0, shear_x=(-0.1, 0.1), shear_p=1.0)
+
+
+
 @dataclass
 class ModelConfig:
     name: str = "charnet"  # key in the model registry (charlab.models.list_models()); charnet: the default recipe's
@@ -86,19 +152,19 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)  # where the images come from and how they are preprocessed
-    augment: AugmentConfig = field(default_factory=lambda: _preset("strong"))  # batch augmentation before each forward pass; the default recipe's
+    augment: AugmentConfig = field(default_factory=lambda: get_preset("strong"))  # batch augmentation before each forward pass; the default recipe's
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture and its options
     epochs: int = 40  # maximum epochs; early stopping may end sooner (40: the default recipe, ~2-4 min on 2 cores for Chars74K)
     batch_size: int = 64  # images per optimisation step (64: more steps per epoch on small sets like Chars74K's 2,480)
-    optimizer: str = "adamw"  # adamw | adam | sgd
+    optimizer: str = "adamw"  # a key of charlab.optim.OPTIMIZERS (adamw, adam, sgd)
     lr: float = 3e-3  # peak learning rate
     weight_decay: float = 0.05  # decoupled for AdamW (0.05: the default recipe's), L2 for Adam/SGD (use ~5e-4 there)
     momentum: float = 0.9  # SGD only
-    schedule: str = "onecycle"  # onecycle | cosine | constant
+    schedule: str = "onecycle"  # a key of charlab.optim.SCHEDULES (onecycle, cosine, constant), stepped per batch
     label_smoothing: float = 0.1  # cross-entropy label smoothing
-    balance: str = "none"  # none | oversample | sampler | loss (see charlab.augment balancing)
+    balance: str = "none"  # a key of charlab.balance.BALANCE_STRATEGIES (none, oversample, sampler, loss)
     balance_target: Optional[int] = None  # oversample target per class; None = the median class count
-    balance_weights: str = "inverse"  # loss balancing weights: inverse | effective (Cui et al. 2019)
+    balance_weights: str = "inverse"  # loss balancing weights, a key of charlab.balance.CLASS_WEIGHTS: inverse | effective (Cui et al. 2019)
     monitor: str = "val_acc"  # metric early stopping and best.pt follow (validation split only)
     mode: str = "max"  # max | min for the monitored metric
     patience: int = 10  # epochs without improvement before stopping; 0 disables early stopping
@@ -132,17 +198,15 @@ class TrainConfig:
             raise CharlabError(f"max_minutes must be positive (or None for no limit), got {self.max_minutes}")
         if self.freeze_body and not self.init_from:
             raise CharlabError("freeze_body needs init_from: a freshly initialised body is not worth freezing")
-        for name, allowed in (("optimizer", ("adamw", "adam", "sgd")), ("schedule", ("onecycle", "cosine", "constant")),
-                              ("balance", ("none", "oversample", "sampler", "loss")), ("mode", ("max", "min")),
-                              ("balance_weights", ("inverse", "effective"))):
+        # the registries import no torch either; imported here so this module stays a leaf (no numpy)
+        from .balance import BALANCE_STRATEGIES, CLASS_WEIGHTS
+        from .optim import OPTIMIZERS, SCHEDULES
+
+        for name, allowed in (("optimizer", OPTIMIZERS.names()), ("schedule", SCHEDULES.names()),
+                              ("balance", BALANCE_STRATEGIES.names()), ("mode", ("max", "min")),
+                              ("balance_weights", CLASS_WEIGHTS.names())):
             if getattr(self, name) not in allowed:
                 raise CharlabError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-
-
-def _preset(name: str) -> AugmentConfig:
-    from .augment import get_preset  # augment imports this module; by the time a config is built both are loaded
-
-    return get_preset(name)
 
 
 def to_dict(cfg: Any) -> dict:

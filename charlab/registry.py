@@ -15,8 +15,11 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, *, ordered: bool = False):
         self.kind = kind  # used in error messages: "unknown model 'x'"
+        # ordered: names() keeps registration order (a short list of choices whose first is the
+        # default reads best that way in a menu); otherwise names() sorts (long lists: the zoo)
+        self.ordered = ordered
         self._items: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -39,7 +42,7 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
 
     def names(self, pattern: str | None = None) -> list[str]:
-        keys = sorted(self._items)
+        keys = list(self._items) if self.ordered else sorted(self._items)
         return [k for k in keys if pattern is None or fnmatch.fnmatch(k, pattern)]
 
     def __contains__(self, name: object) -> bool:

@@ -8,15 +8,40 @@ st.cache_resource), so nothing persistent is changed:
   `.grad` is written;
 - the forward hook is removed in a `finally`, even when the forward pass raises;
 - a model found in train mode is switched to eval for the call and switched back.
+
+`SALIENCY` is the registry of map kinds: name -> SaliencyKind(title, fn), fn(model, x, class_idx=None)
+-> H×W array.
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .registry import Registry
+
+
+
+@dataclass(frozen=True)
+class SaliencyKind:
+    title: str  # what a page calls the map
+    fn: Callable  # fn(model, x, class_idx=None) -> H×W float array in [0, 1]
+
+
+# in the order the Errors page shows them
+SALIENCY: Registry[SaliencyKind] = Registry("saliency kind", ordered=True)
+
+
+def _kind(name: str, title: str):
+    def deco(fn):
+        SALIENCY.register(name)(SaliencyKind(title, fn))
+        return fn
+    return deco
 
 
 def as_input(image) -> torch.Tensor:
@@ -59,6 +84,7 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+@_kind("grad_cam", "Grad-CAM")
 def grad_cam(model: nn.Module, x, class_idx: int | None = None, layer: nn.Module | None = None) -> np.ndarray:
     """Grad-CAM on `model.cam_layer` (or `layer`) for `class_idx` (default: the predicted class).
 
@@ -101,6 +127,7 @@ def grad_cam(model: nn.Module, x, class_idx: int | None = None, layer: nn.Module
     return _normalise(cam[0, 0])
 
 
+@_kind("input_gradient", "input gradient")
 def input_gradient(model: nn.Module, x, class_idx: int | None = None) -> np.ndarray:
     """|d logit_c / d x| (Simonyan et al. 2013), scaled to [0,1]. Returns H×W."""
     x = as_input(x).to(_device_of(model))

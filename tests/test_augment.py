@@ -38,9 +38,8 @@ def ink_images(n: int = 16, h: int = 28, w: int = 28) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def chars74k_float(chars74k_train_zip) -> torch.Tensor:
-    data = pytest.importorskip("charlab.data")
-    if not hasattr(data, "load_source"):
-        pytest.skip("charlab.data.load_source not available yet")
+    from charlab import data
+
     ds = data.load_source(str(chars74k_train_zip))
     idx = torch.arange(0, len(ds), max(1, len(ds) // 248))[:248]  # 4 writers' worth of every class
     return data.to_float(ds.images[idx])
@@ -48,9 +47,8 @@ def chars74k_float(chars74k_train_zip) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def synthetic_float() -> torch.Tensor:
-    data = pytest.importorskip("charlab.data")
-    if "synthetic" not in data.SOURCES:
-        pytest.skip("the synthetic source is not registered yet")
+    from charlab import data
+
     return data.to_float(data.load_source("synthetic:n=4").images)  # 248 images, 62 classes
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from app_fixtures import ROOT, make_checkpoint, make_finished_run
+from conftest import missing
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,8 +39,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (.ci/run installs it with apt-get)")
-    pytest.importorskip("playwright.sync_api")
+        missing(f"{CHROMIUM} not installed (.ci/run installs it with apt-get)")
     home = tmp_path_factory.mktemp("app")
     ckpt_dir = home / "checkpoints"
     shipped = ROOT / "checkpoints" / "default.pt"

@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..balance import BALANCE_STRATEGIES
 from ..config import TrainConfig, from_dict
 from ..errors import CharlabError
 from ..io import atomic_write_bytes
+from ..optim import OPTIMIZERS, SCHEDULES
 
 # flag -> (config section or None, field)
 _FLAGS = {
@@ -44,14 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-kwargs", metavar="JSON", help='extra builder options, e.g. \'{"activation": "mish"}\'')
     p.add_argument("--epochs", type=int, help=f"maximum epochs (default {d.epochs})")
     p.add_argument("--augment", metavar="PRESET", help=f"augmentation preset (default {d.augment.preset})")
-    p.add_argument("--balance", choices=["none", "oversample", "sampler", "loss"], help=f"class balancing (default {d.balance})")
+    p.add_argument("--balance", choices=BALANCE_STRATEGIES.names(), help=f"class balancing (default {d.balance})")
     p.add_argument("--image-size", type=int, help=f"image side S (default {d.data.image_size})")
     p.add_argument("--val-fraction", type=float, help=f"validation share of the training data (default {d.data.val_fraction})")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
-    p.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], help=f"default {d.optimizer}")
-    p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], help=f"default {d.schedule}")
+    p.add_argument("--optimizer", choices=OPTIMIZERS.names(), help=f"default {d.optimizer}")
+    p.add_argument("--schedule", choices=SCHEDULES.names(), help=f"default {d.schedule}")
     p.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
     p.add_argument("--monitor", help=f"validation metric for early stopping and best.pt (default {d.monitor})")
     p.add_argument("--mode", choices=["max", "min"], help=f"default {d.mode}")
