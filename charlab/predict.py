@@ -205,9 +205,7 @@ class Predictor:
         (default: the predicted class), averaged over ensemble members."""
         from . import saliency
 
-        fn = {"grad_cam": saliency.grad_cam, "input_gradient": saliency.input_gradient}.get(kind)
-        if fn is None:
-            raise ValueError(f"unknown saliency kind {kind!r}; valid: grad_cam, input_gradient")
+        fn = saliency.SALIENCY.get(kind).fn  # an unknown kind fails listing the valid ones
         x = saliency.as_input(image)
         if class_idx is None:
             class_idx = int(self.probs(x).argmax(axis=1)[0])

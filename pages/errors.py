@@ -171,6 +171,7 @@ st.caption("The images the model is most wrong about: given label → prediction
 show_images(tl, lambda r: f"{r.true}→{r.predicted} {r.prob_true:.2f}", px=72)
 
 # ---- saliency
+from charlab.saliency import SALIENCY  # noqa: E402
 st.subheader("Where the model looked")
 candidates = list(dict.fromkeys(list(cell["index"].head(12)) + list(tl["index"])))
 sc1, sc2 = st.columns([1, 2.5], gap="large")
@@ -182,12 +183,12 @@ with sc1:
 with sc2:
     try:
         img = interp.image(i)
-        g1, g2, g3 = st.columns(3)
+        g1, *gs = st.columns(1 + len(SALIENCY))
         g1.plotly_chart(ui.heatmap_overlay(img, title="image"), width="content", key="err_sal_img")
-        g2.plotly_chart(ui.heatmap_overlay(img, interp.saliency(i, "grad_cam", cls), title=f"Grad-CAM for {interp.classes[cls]!r}"),
-                        width="content", key="err_sal_cam")
-        g3.plotly_chart(ui.heatmap_overlay(img, interp.saliency(i, "input_gradient", cls), title="input gradient"),
-                        width="content", key="err_sal_grad")
+        for g, kind in zip(gs, SALIENCY.names()):
+            g.plotly_chart(ui.heatmap_overlay(img, interp.saliency(i, kind, cls),
+                                              title=f"{SALIENCY.get(kind).title} for {interp.classes[cls]!r}"),
+                           width="content", key=f"err_sal_{kind}")
     except CharlabError as e:
         ui.error(e)
 

@@ -21,6 +21,7 @@ st.caption(f"Trains on the sidebar's source, `{src}`. Early stopping and the bes
 
 from charlab.augment import get_preset, list_presets  # noqa: E402
 from charlab.balance import BALANCE_STRATEGIES  # noqa: E402
+from charlab.optim import OPTIMIZERS, SCHEDULES  # noqa: E402
 from charlab.models import list_models, model_info  # noqa: E402
 from charlab.recipes import get_recipe, list_recipes, recipe_doc  # noqa: E402
 from charlab.runs import launch, list_runs  # noqa: E402
@@ -73,14 +74,14 @@ with st.form("train_form", border=True):
     with c3:
         st.markdown("**Data**")
         aug = st.selectbox("Augmentation", presets, key="tr_aug", help="Preview each preset on the Augmentation page.")
-        balance = st.selectbox("Class balancing", list(BALANCE_STRATEGIES), key="tr_balance")
+        balance = st.selectbox("Class balancing", BALANCE_STRATEGIES.names(), key="tr_balance")
         target = st.number_input("Oversample target per class (0 = median)", 0, 100_000, key="tr_target",
                                  help="Only used by the oversample strategy.")
         seed = st.number_input("Seed", 0, 10**9, key="tr_seed")
     with st.expander("More options"):
         a1, a2, a3, a4 = st.columns(4)
-        optimizer = a1.selectbox("Optimizer", ["adamw", "adam", "sgd"], key="tr_opt")
-        schedule = a2.selectbox("LR schedule", ["onecycle", "cosine", "constant"], key="tr_sched")
+        optimizer = a1.selectbox("Optimizer", OPTIMIZERS.names(), key="tr_opt")
+        schedule = a2.selectbox("LR schedule", SCHEDULES.names(), key="tr_sched")
         smoothing = a3.number_input("Label smoothing", 0.0, 0.5, step=0.05, key="tr_smooth")
         max_minutes = a4.number_input("Time budget (minutes, 0 = none)", 0.0, 1440.0, step=1.0, key="tr_minutes")
     submitted = st.form_submit_button("Launch", icon=ui.ICONS["train"], type="primary")
