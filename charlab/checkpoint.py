@@ -83,6 +83,7 @@ def read_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.devi
         raise CheckpointError(f"checkpoint not found: {p}")
     if p.is_dir():
         raise CheckpointError(f"{p} is a folder, not a checkpoint file (did you mean a run directory?)")
+    check_device(map_location)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle, zip and EOF errors all mean the same thing to a user
@@ -102,6 +103,25 @@ def build_model_from_config(config: TrainConfig, num_classes: int, input_shape: 
         raise CheckpointError(f"checkpoint needs a model this charlab does not have: {e}") from None
 
 
+def check_device(device: str | torch.device) -> None:
+    """A device this machine lacks is the user's mistake, not a corrupt file: say so first."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("device 'cuda' was asked for, but this machine has no CUDA GPU (use --device cpu)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise CheckpointError("device 'mps' was asked for, but it is not available here (use --device cpu)")
+
+
+def _mismatch(expected: dict, got: dict) -> str:
+    """One short line: how the weights differ from the model (torch's message lists every tensor)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [k for k in expected if k in got and tuple(expected[k].shape) != tuple(got[k].shape)]
+    parts = [f"{len(v)} {what} (e.g. {v[0]!r})" for what, v in
+             (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if v]
+    return "weights " + ", ".join(parts) if parts else "weights do not load"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     state = read_checkpoint_dict(path, map_location)
     config = from_dict(TrainConfig, state["config"])
@@ -110,12 +130,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     model = build_model_from_config(config, len(classes), input_shape)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise CheckpointError(
-            f"{path} does not fit model {config.model.name!r} with {len(classes)} classes "
-            f"(a checkpoint of another architecture?): {first[1].strip() if len(first) > 1 else first[0]}"
-        ) from None
+    except RuntimeError:
+        raise CheckpointError(f"{path} does not fit model {config.model.name!r} with {len(classes)} classes "
+                              f"(a checkpoint of another architecture?): "
+                              f"{_mismatch(model.state_dict(), state['model'])}") from None
     model.to(map_location).eval()
     return Checkpoint(model=model, config=config, classes=classes, input_shape=input_shape,
                       epoch=int(state.get("epoch", 0)), metrics=dict(state.get("metrics", {})),
