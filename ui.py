@@ -203,8 +203,8 @@ def _model_choices(root: str, ckpt_dir: str) -> list[tuple[str, str]]:
     except CharlabError:
         runs = []
     for r in runs:
-        best = Path(r.run_dir) / "best.pt"
-        if r.state in ("done", "stopped") and best.exists():
+        best = r.best_checkpoint
+        if best is not None:
             acc = f" · val acc {r.best_val_acc:.1%}" if r.best_val_acc is not None else ""
             out.append((str(best), f"{short_run_id(r.id)}{acc}"))
     return out

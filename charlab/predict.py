@@ -47,9 +47,11 @@ def resolve_checkpoint(ref: str | os.PathLike) -> Path:
         except RunError as e:
             raise CheckpointError(f"no run directory or checkpoint file at {ref} ({e})") from None
     if p.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (p / name).is_file():
-                return p / name
+        from .runs import RunDir
+
+        found = RunDir(p).checkpoint()
+        if found is not None:
+            return found
         raise CheckpointError(f"run directory {p} holds no checkpoint yet (no best.pt or last.pt); "
                               "has its first epoch finished?")
     return p
@@ -70,8 +72,10 @@ def resolve_refs(ref: Ref) -> list[Path]:
 
 def run_dir_of(checkpoint: str | os.PathLike) -> Optional[Path]:
     """The run directory a checkpoint lives in, or None for a loose file such as checkpoints/default.pt."""
+    from .runs import RunDir
+
     parent = Path(checkpoint).resolve().parent
-    return parent if (parent / "config.json").is_file() or (parent / "status.json").is_file() else None
+    return parent if RunDir(parent).is_run() else None
 
 
 _HASH_MEMO: dict[tuple, str] = {}  # (path, size, mtime_ns) -> content hash; values never go stale

@@ -127,7 +127,7 @@ if submitted:
 last = st.session_state.get("tr_last")
 if last:
     run_id, state, place = last
-    if state == "queued":
+    if place:  # only a queued run has a place in the queue
         st.success(f"Run **{run_id}** is queued (place {place} in the queue); it starts by itself when the "
                    "runs ahead of it finish.", icon=":material/schedule:")
     else:
@@ -136,13 +136,14 @@ if last:
 
 st.subheader("Queue")
 try:
-    active = [r for r in list_runs(ui.runs_root()) if r.state in ("running", "queued")]
+    active = [r for r in list_runs(ui.runs_root()) if r.is_active]
 except CharlabError as e:
     active = []
     ui.error(e)
 if active:
-    st.dataframe([{"run": r.id, "state": r.state, "place": r.queue_position if r.state == "queued" else "",
-                   "epoch": f"{r.epoch}/{r.epochs}", "model": r.model, "source": r.source} for r in active],
-                 hide_index=True)
+    import ui_runs
+
+    st.dataframe([{"run": r.id, "state": ui_runs.state_label(r), "epoch": ui_runs.epoch_text(r), "model": r.model,
+                   "source": r.source} for r in active], hide_index=True)
 else:
     st.caption("Nothing is training now.")

@@ -76,9 +76,9 @@ def test_background_runs_outlive_the_launcher_and_the_queue_starts_by_itself(tmp
     (a, a_state, _), (b, b_state, b_pos) = json.loads(p.stdout)
     assert a_state == "running" and (b_state, b_pos) == ("queued", 1)
     a, b = Path(a), Path(b)
-    # kick=False: only the finishing trainer may start the queued run
-    wait_for(lambda: all(i.state in ("done", "failed") for i in runs.list_runs(root, kick=False)), 240, "both runs")
-    infos = {i.run_dir: i for i in runs.list_runs(root, kick=False)}
+    # listing only reads: the finishing trainer starts the queued run
+    wait_for(lambda: all(i.state in ("done", "failed") for i in runs.list_runs(root)), 240, "both runs")
+    infos = {i.run_dir: i for i in runs.list_runs(root)}
     assert infos[a].state == infos[b].state == "done", (runs.log_tail(a), runs.log_tail(b))
     assert runs.read_status(b)["started"] >= runs.read_status(a)["ended"] - 0.5  # one at a time
     for d in (a, b):
@@ -137,9 +137,13 @@ def test_true_state_of_a_run_whose_process_died(tmp_path, folder_source):
                                  "RuntimeError: out of memory\n")
     info = runs.run_info(d)
     assert info.state == "failed" and "RuntimeError: out of memory" in info.error_tail
-    runs.update_status(d, pid=os.getpid(), heartbeat=time.time() - 10 * runs.STALE_S)
-    assert runs.run_info(d).state == "interrupted"  # alive pid, but no heartbeat: frozen or a reused pid
-    runs.update_status(d, heartbeat=time.time())
+    me = runs._proc_start(os.getpid())
+    runs.update_status(d, pid=os.getpid(), pid_start="1", heartbeat=time.time())
+    assert runs.run_info(d).state == "failed"  # the pid now names another process (a reused pid): not ours
+    runs.update_status(d, pid_start=me, heartbeat=time.time() - 10 * runs.STALE_S)
+    info = runs.run_info(d)  # the very process, alive, but silent: frozen (SIGSTOP, a stuck filesystem)
+    assert info.state == "stalled" and info.alive and not info.can_resume and not info.can_delete
+    runs.update_status(d, heartbeat=time.time(), progress_at=time.time())
     assert runs.run_info(d).state == "running"
 
 

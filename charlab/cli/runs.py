@@ -1,14 +1,18 @@
 """`python -m charlab runs list|show|stop|resume|delete`: manage run directories.
 
-RUN is a run directory, or a run id (or a unique part of one) under --root (default runs/).
-`list` shows the TRUE state: a run whose process died shows interrupted or failed.
+RUN is a run directory, or a run id (or a unique part of one) under --root (default
+$CHARLAB_RUNS, else runs/; any folder, shared by several machines if you like).
+`list` shows the TRUE state: a run whose process died shows interrupted or failed, one
+alive but making no progress shows stalled, one on another host is judged by its
+heartbeat. Listing only reads: it never starts a queued run.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
-from .. import runs
+from .. import runs  # no torch here: `runs list` and `runs show` read JSON files
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         a = rsub.add_parser(name, help=help)
         if run:
             a.add_argument("run", metavar="RUN", help="run directory or run id")
-        a.add_argument("--root", default="runs", help="folder of the runs (default runs/)")
+        a.add_argument("--root", default=None, help="folder of the runs (default $CHARLAB_RUNS, else runs/)")
         a.add_argument("--json", action="store_true", help="print JSON")
         a.set_defaults(func=func)
         return a
@@ -38,34 +42,67 @@ def _fmt(v, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _ago(t) -> str:
+    if not t:
+        return "never"
+    s = max(0.0, time.time() - float(t))
+    return f"{s:.0f}s ago" if s < 90 else f"{s / 60:.0f}m ago" if s < 5400 else f"{s / 3600:.1f}h ago"
+
+
+def _state(i: runs.RunInfo) -> str:
+    state = f"{i.state}#{i.queue_position}" if i.queue_position else i.state
+    return f"{state}@{i.host}" if i.foreign else state
+
+
+def _notes(i: runs.RunInfo) -> list[str]:
+    """What a user should know beyond the state: a stall, another host, a damaged file."""
+    out = []
+    if i.state == runs.STALLED:
+        out.append(f"stalled: its process is alive but finished no batch since {_ago(i.last_progress)}")
+    if i.foreign:
+        out.append(f"trains on {i.host}; judged by its heartbeat ({_ago(i.status.get('heartbeat'))})")
+    if i.unreadable:
+        out.append(i.error_tail or "")
+    return out
+
+
 def _list(args: argparse.Namespace) -> int:
-    infos = runs.list_runs(args.root)
+    root = args.root if args.root is not None else runs.default_root()
+    infos = runs.list_runs(root)
     if args.json:
         print(json.dumps([{k: v for k, v in i.to_dict().items() if k != "status"} for i in infos], indent=2))
         return 0
     if not infos:
-        print(f"no runs under {args.root}")
+        print(f"no runs under {root}")
         return 0
-    print(f"{'id':<40} {'state':<11} {'epoch':>7} {'val_acc':>8} {'val_f1':>8} {'time':>7}  source")
+    print(f"{'id':<40} {'state':<14} {'epoch':>7} {'val_acc':>8} {'val_f1':>8} {'time':>7}  source")
     for i in infos:
-        state = f"{i.state}#{i.queue_position}" if i.queue_position else i.state
         dur = "-" if not i.duration_s else f"{i.duration_s:.0f}s" if i.duration_s < 90 else f"{i.duration_s / 60:.1f}m"
-        print(f"{i.id:<40} {state:<11} {f'{i.epoch}/{i.epochs}':>7} {_fmt(i.best_val_acc):>8} "
+        print(f"{i.id:<40} {_state(i):<14} {f'{i.epoch}/{i.epochs}':>7} {_fmt(i.best_val_acc):>8} "
               f"{_fmt(i.best_val_macro_f1):>8} {dur:>7}  {i.source}")
+        for note in _notes(i):
+            print(f"{'':<40} {note}")
+    if any(i.state == "queued" for i in infos) and not any(i.state in ("running", runs.STALLED) for i in infos):
+        print("queued runs wait, but nothing trains: the trainer ahead of them died. Resume or launch a run "
+              "to start the queue.")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     d = runs.resolve_run(args.run, args.root)
     info = runs.run_info(d)
-    rows = runs.read_metrics(d)
+    rows, bad = runs.read_metrics_checked(d)
     if args.json:
-        print(json.dumps({**info.to_dict(), "metrics": rows}, indent=2, default=str))
+        print(json.dumps({**info.to_dict(), "metrics": rows, "corrupt_metrics_lines": bad}, indent=2, default=str))
         return 0
-    print(f"{info.id}: {info.state}, epoch {info.epoch}/{info.epochs}, model {info.model}, source {info.source}")
+    print(f"{info.id}: {_state(info)}, epoch {info.epoch}/{info.epochs}, model {info.model}, source {info.source}")
+    for note in _notes(info):
+        print(f"  {note}")
     for r in rows:
         print("  " + " ".join(f"{k}={_fmt(v, '.4g') if isinstance(v, float) else v}" for k, v in r.items()))
-    if info.error_tail:
+    if bad:
+        print(f"  note: {runs.METRICS} line(s) {', '.join(map(str, bad))} are corrupt and were skipped")
+    if info.error_tail and not info.unreadable:
         print(info.error_tail)
     return 0
 
@@ -73,7 +110,7 @@ def _show(args: argparse.Namespace) -> int:
 def _stop(args: argparse.Namespace) -> int:
     info = runs.stop_run(args.run, args.root, wait=args.wait)
     print(json.dumps({"run_dir": str(info.run_dir), "state": info.state}) if args.json else
-          f"{info.id}: {'stop requested' if info.state == 'running' else info.state}")
+          f"{info.id}: {'stop requested' if info.is_active else info.state}")
     return 0
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from ..balance import BALANCE_STRATEGIES
 from ..config import TrainConfig, from_dict
 from ..errors import CharlabError
-from ..io import atomic_write_bytes
 from ..optim import OPTIMIZERS, SCHEDULES
 
 # flag -> (config section or None, field)
@@ -68,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overfit-batch", action="store_true", default=None,
                    help="debug: train on one fixed batch (no shuffling, no augmentation) to check the model can fit it")
     p.add_argument("--run-dir", metavar="DIR", help="the run directory (default: a new one under --root)")
-    p.add_argument("--root", default="runs", help="where new run directories go (default runs/)")
+    p.add_argument("--root", help="where new run directories go (default $CHARLAB_RUNS, else runs/)")
     p.add_argument("--background", action="store_true", help="start the run as its own process and return at once")
     p.add_argument("--max-parallel", type=int, default=1, help="with --background: runs training at once; more wait queued (default 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last.pt")
@@ -156,17 +155,22 @@ def _train(args: argparse.Namespace) -> int:
     from ..training import distributed, fit
 
     env = distributed.detect()
+    root = args.root or runs.default_root()
     if args.resume:
         if not args.run_dir:
             raise CharlabError("--resume needs --run-dir (or use: python -m charlab runs resume RUN)")
-        cfg = runs.read_config(args.run_dir)  # a resumed run keeps its own config
+        try:  # a resumed run keeps its own config; one that cannot resume says why before any work
+            cfg = runs.check_resumable(args.run_dir)
+        except CharlabError as e:
+            runs.fail_unstarted(args.run_dir, e)
+            raise
     else:
         cfg = build_config(args)
 
     if args.background:
         if env.enabled:
             raise CharlabError("--background cannot be combined with torchrun")
-        info = runs.launch(cfg, args.root, max_parallel=args.max_parallel, run_dir=args.run_dir)
+        info = runs.launch(cfg, root, max_parallel=args.max_parallel, run_dir=args.run_dir)
         _print({"run_dir": str(info.run_dir), "id": info.id, "state": info.state,
                 "queue_position": info.queue_position}, args.json,
                f"{info.state}: {info.run_dir}  (follow it: python -m charlab runs list; stop: runs stop {info.id})")
@@ -174,8 +178,8 @@ def _train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if env.is_main and run_dir is None:
-        run_dir = runs.create_run(cfg, args.root, state="running")
-    elif env.is_main and not args.resume and not (run_dir / runs.CONFIG).exists():
+        run_dir = runs.create_run(cfg, root, state="running")
+    elif env.is_main and not args.resume and not runs.RunDir(run_dir).config.exists():
         run_dir = runs.create_run(cfg, run_dir=run_dir, state="running")
     # with --json, stdout carries only the JSON result; the per-epoch lines go to stderr
     bar = _TqdmProgress(enabled=env.is_main and sys.stderr.isatty() and not args.json,
@@ -204,10 +208,14 @@ def _train(args: argparse.Namespace) -> int:
 def _stop_on_signals(run_dir: Path, log) -> None:
     """SIGTERM and a first Ctrl-C ask for a clean stop (the STOP file: finish the batch,
     write last.pt, end `stopped`); a second Ctrl-C aborts."""
+    from ..runs import RunDir
+
+    run = RunDir(run_dir)
+
     def handler(signum, frame):
-        if (run_dir / "STOP").exists() and signum == signal.SIGINT:
+        if run.stop_requested() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        atomic_write_bytes(run_dir / "STOP", b"signal\n")
+        run.request_stop(signal.Signals(signum).name)
         log("stopping after this batch (Ctrl-C again to abort)" if signum == signal.SIGINT else "SIGTERM: stopping")
 
     try:

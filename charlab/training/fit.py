@@ -26,6 +26,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint, read_checkpoint_dict
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
 from ..errors import CheckpointError, DataError
+from ..runs import RunDir
 from . import distributed
 from .callbacks import Checkpointing, EarlyStopping, ModelEMA, StopRequest, TimeBudget, rng_state
 from .loop import Batches, evaluate, train_one_epoch
@@ -151,8 +152,8 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
             if scheduler is not None and state.get("scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
             stopper.load_state_dict(state.get("early_stopping") or {})
-            if stopper.best_epoch and (run_dir / "best.pt").exists():
-                stopper.best_state = read_checkpoint_dict(run_dir / "best.pt")["model"]
+            if stopper.best_epoch and RunDir(run_dir).best.exists():
+                stopper.best_state = read_checkpoint_dict(RunDir(run_dir).best)["model"]
             start_epoch, partial, rng = int(state["epoch"]) + 1, state.get("partial"), state.get("rng")
             elapsed_before = float(state.get("elapsed_s") or 0.0)
             if rec:
@@ -410,7 +411,7 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
 
 
 def _read_last(run_dir: Path) -> Optional[dict]:
-    p = run_dir / "last.pt"
+    p = RunDir(run_dir).last
     return read_checkpoint_dict(p) if p.exists() else None
 
 
