@@ -174,6 +174,7 @@ class TrainConfig:
     freeze_body: bool = False  # with init_from: train only the new head
     max_minutes: Optional[float] = None  # wall-clock budget; training stops cleanly after the epoch that crosses it
     device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False  # bfloat16 autocast for the forward passes (a GPU's tensor cores); off: CPUs without bf16 units run it slower
     num_workers: int = 0  # DataLoader workers; batches are tensor slices, so 0 is fastest here
     limit_batches: int = 0  # debug: train on at most this many batches per epoch (0 = all)
     overfit_batch: bool = False  # debug (Karpathy's "overfit one batch"): the same first batch every epoch, unshuffled, unaugmented

@@ -116,6 +116,35 @@ def test_stop_mid_epoch_then_resume_continues_identically(tmp_path, reference, s
     assert curves(rows) == curves(ref)
 
 
+# The keys the earlier release wrote into last.pt (before every rank's random streams were kept)
+EARLIER_LAST_PT = {"format_version", "model", "config", "classes", "input_shape", "epoch", "metrics", "optimizer",
+                   "scheduler", "early_stopping", "rng", "ema", "elapsed_s", "partial"}
+
+
+def test_a_last_pt_in_the_earlier_layout_resumes_identically(tmp_path, splits):
+    """A run stopped mid-epoch whose last.pt has the earlier release's layout (rank 0's random
+    streams only, no rng_ranks) resumes to the same curves as the uninterrupted run, with EMA on."""
+    d, ref = tmp_path / "run", tmp_path / "ref"
+    cfg = tiny_config(ema_decay=0.99)
+
+    def stop_at_step_7(done, total, msg):
+        if done == 7:
+            (d / "STOP").write_text("test")
+
+    fit(cfg, d, splits=splits, progress=stop_at_step_7)
+    last = read_checkpoint_dict(d / "last.pt")
+    assert len(last.pop("rng_ranks")) == 1 and set(last) == EARLIER_LAST_PT
+    assert last["partial"]["steps"] == 2 and last["ema"]["updates"] == 7
+    torch.save(last, d / "last.pt")
+    resumed = fit(cfg, d, splits=splits, resume=True)
+    whole = fit(cfg, ref, splits=splits)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert curves(resumed.history) == curves(whole.history)
+    x = splits.val.images[:8].float() / 255
+    with torch.no_grad():
+        assert torch.equal(resumed.model(x), whole.model(x))
+
+
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, splits):
     # train_loss falls every epoch, so under mode=max epoch 1 stays the best and patience 2 ends epoch 3
     cfg = tiny_config(epochs=6, monitor="train_loss", mode="max", patience=2)

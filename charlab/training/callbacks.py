@@ -78,24 +78,31 @@ class EarlyStopping:
 
 
 class Checkpointing:
-    """best.pt (the best epoch by the monitored VALIDATION metric) and last.pt (every
-    epoch, plus everything `resume` needs). Both are atomic, so a run killed mid-save keeps
-    the previous file."""
+    """best.pt (the best epoch by the monitored VALIDATION metric) and last.pt (every epoch,
+    plus the TrainState a resume needs). Both are atomic, so a run killed mid-save keeps the
+    previous file. Every rank calls `save` (the state gathers every rank's random streams);
+    only one built with paths (rank 0's) writes."""
 
-    def __init__(self, best_path: Path, last_path: Path, config, classes: list[str], input_shape: tuple[int, int]):
-        self.best_path, self.last_path = Path(best_path), Path(last_path)
+    def __init__(self, best_path: Optional[Path], last_path: Optional[Path], config, classes: list[str],
+                 input_shape: tuple[int, int]):
+        self.best_path = Path(best_path) if best_path else None
+        self.last_path = Path(last_path) if last_path else None
         self.config, self.classes, self.input_shape = config, list(classes), tuple(input_shape)
 
-    def save_best(self, model: nn.Module, epoch: int, row: dict, **extra) -> None:
-        save_checkpoint(self.best_path, model, self.config, self.classes, self.input_shape,
-                        epoch=epoch, metrics=row, **extra)
+    def save(self, state, row: dict, *, improved: bool = False) -> None:
+        """last.pt from `state` (a TrainState), and best.pt first when this epoch is the new best."""
+        snapshot = state.state_dict()
+        if self.last_path is None:
+            return
+        if improved:
+            self.save_best(state.eval_model, state.epoch, row)
+        save_checkpoint(self.last_path, state.model, self.config, self.classes, self.input_shape,
+                        epoch=snapshot.pop("epoch"), metrics=row, **snapshot)
 
-    def save_last(self, model: nn.Module, epoch: int, row: dict, *, optimizer, scheduler,
-                  early_stopping: EarlyStopping, rng: dict, **extra) -> None:
-        save_checkpoint(self.last_path, model, self.config, self.classes, self.input_shape, epoch=epoch,
-                        metrics=row, optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict() if scheduler is not None else None,
-                        early_stopping=early_stopping.state_dict(), rng=rng, **extra)
+    def save_best(self, model: nn.Module, epoch: int, row: Optional[dict], **extra) -> None:
+        if self.best_path is not None:
+            save_checkpoint(self.best_path, model, self.config, self.classes, self.input_shape,
+                            epoch=epoch, metrics=row, **extra)
 
 
 class StopRequest:
@@ -167,14 +174,3 @@ class ModelEMA:
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state.get("updates", 0))
         self.module.load_state_dict(state["model"])
-
-
-def rng_state(aug_generator: Optional[torch.Generator]) -> dict:
-    """The random state a mid-epoch resume needs to continue identically."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if aug_generator is not None:
-        state["augment"] = aug_generator.get_state()
-    return state
-

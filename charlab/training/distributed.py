@@ -3,7 +3,8 @@
 `python -m charlab train` runs unchanged under `torchrun --nproc_per_node N`: torchrun sets
 WORLD_SIZE / RANK / LOCAL_RANK, we join the process group (gloo on CPU, nccl on GPU), each
 rank trains on its own slice of every global batch, and sums are all-reduced so every rank
-sees the same metrics. Only rank 0 touches the run directory.
+sees the same metrics. Only rank 0 touches the run directory. BatchNorm statistics are
+synchronised over the ranks (`sync_batchnorm`), so the world size does not change the maths.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,75 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def all_gather_object(obj) -> list:
+    """[obj of rank 0, obj of rank 1, …] on every rank ([obj] in a single process)."""
+    if not active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the GLOBAL batch: per-channel sums,
+    sums of squares and counts are all-reduced (differentiably) over the ranks, so 2 ranks of
+    8 images normalise exactly as 1 process of 16 would. For CPU ranks: torch's
+    nn.SyncBatchNorm refuses tensors that are not on a GPU ("expected input tensor to be on
+    GPU"); on CUDA `sync_batchnorm` uses torch's own. Same parameters and buffers as
+    BatchNorm, so its state_dict loads into the plain model and back."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and active()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce  # autograd-aware: grads are summed back
+
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]  # every axis but the channels
+        xf = x.float()
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([x.numel() / c])])  # 2C+1
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = (total[c:2 * c] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises with
+        with torch.no_grad():
+            if self.track_running_stats:
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+                self.running_var.lerp_((var * n / (n - 1).clamp_min(1)).to(self.running_var.dtype), m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm layer synchronised across ranks when more than one rank trains (the
+    model itself otherwise). Each rank's shard is 1/world of the batch: unsynchronised
+    statistics from 8 images instead of 16 are noisier and make the run depend on the world size."""
+    if not active() or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _convert(model)
+
+
+def _convert(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncedBatchNorm):
+        new = SyncedBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        for p_old, p_new in zip(module.parameters(), new.parameters()):
+            p_new.requires_grad_(p_old.requires_grad)  # a frozen body stays frozen
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, _convert(child))
+    return module

@@ -1,19 +1,19 @@
 """`fit()`: one training run, top to bottom.
 
-validate -> data -> balance -> model -> optimizer/schedule/loss -> callbacks -> (resume)
--> epochs -> restore best -> test once -> done.
+setup (data -> balance -> model -> optimizer/schedule/EMA/early stopping, all in one TrainState)
+-> resume (one load_state_dict) -> epochs (train, validate, decide, checkpoint) -> best weights
+-> test once -> done.
 
 Every decision (early stopping, best.pt) looks at the VALIDATION split only; a test split
 is evaluated once at the end with the best weights and never steers training.
 
 Determinism: the weights are seeded by `seed`; each epoch's batch order, augmentation and
-dropout by (seed, epoch), so a run resumed at an epoch boundary repeats exactly what the
-uninterrupted run would have done, and a run stopped mid-epoch stores the few random
-states it needs in last.pt.
+dropout by (seed, epoch, rank), so a run resumed at an epoch boundary repeats exactly what
+the uninterrupted run would have done, and a run stopped mid-epoch keeps every rank's random
+streams and the epoch's partial sums in last.pt (charlab.training.state).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,10 +26,12 @@ from torch import nn
 from ..checkpoint import load_checkpoint, read_checkpoint_dict
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
 from ..errors import CheckpointError, DataError
+from ..optim import make_optimizer, make_scheduler
 from ..runs import RunDir
 from . import distributed
-from .callbacks import Checkpointing, EarlyStopping, ModelEMA, StopRequest, TimeBudget, rng_state
-from .loop import Batches, evaluate, train_one_epoch
+from .callbacks import Checkpointing, EarlyStopping, ModelEMA, StopRequest, TimeBudget
+from .loop import EpochBatches, evaluate, on_device, train_one_epoch
+from .state import TrainState, stream_seed
 
 Progress = Callable[[int, int, str], None]
 
@@ -67,7 +69,7 @@ def fit(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, splits
     `callbacks`: objects with optional `on_batch_end(model)` and `on_epoch_end(epoch, row)`
     hooks and a `should_stop` flag (+ `stop_reason`) that fit obeys after the epoch, as it
     obeys early stopping (the sweep's pruning is one); they decide, fit acts."""
-    from ..runs import RunRecorder  # runs imports nothing of training; this keeps it so
+    from ..runs import RunRecorder
 
     config.validate()
     env = distributed.detect()
@@ -85,10 +87,77 @@ def fit(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, splits
         raise
 
 
+@dataclass
+class _Run:
+    """What the epochs work on, built once by `_setup`."""
+    config: TrainConfig
+    env: distributed.DistEnv
+    device: torch.device
+    classes: list[str]
+    input_shape: tuple[int, int]
+    val: object  # CharDataset or None
+    test: object
+    notes: list[str]
+    state: TrainState
+    batches: EpochBatches
+    train_model: nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
+    loss_fn: nn.Module
+    channels_last: bool
+
+
 def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.DistEnv, device: torch.device,
          splits, progress: Optional[Progress], resume: bool, say: Callable[[str], None],
          callbacks: tuple = ()) -> FitResult:
-    # 1. data ------------------------------------------------------------------------
+    r = _setup(config, env, device, splits, progress, run_dir)
+    state, stopper = r.state, r.state.stopper
+    history = _resume(r, rec, run_dir, say) if resume else []
+    ckpt = Checkpointing(rec.best_path if rec else None, rec.last_path if rec else None, config, r.classes,
+                         r.input_shape)
+    stop_request = StopRequest(rec.stop_path if rec else None)  # RunRecorder cleared a stale one at start
+    budget = TimeBudget(config.max_minutes, state.elapsed_s)
+    if rec:
+        rec.set_elapsed_base(state.elapsed_s)
+        rec.update(notes=r.notes, steps_per_epoch=r.batches.steps_per_epoch, world_size=env.world_size,
+                   device=str(device))
+
+    reason = "early_stopping" if stopper.should_stop else None
+    epoch = state.epoch + 1
+    while reason is None and epoch <= config.epochs:
+        t_epoch = time.perf_counter()
+        sums, steps, total = _train_epoch(r, epoch, progress, callbacks, rec, stop_request)
+        if steps < total:  # STOP mid-epoch: last.pt keeps the part done (epoch = epochs completed), then end
+            state.stop_within(epoch, steps, sums)
+            state.elapsed_s = budget.elapsed()
+            ckpt.save(state, history[-1] if history else {})
+            say(f"stop requested: stopped in epoch {epoch} after batch {steps}/{total}")
+            reason = "stop_request"
+            break
+        row = _epoch_row(r, epoch, sums, time.perf_counter() - t_epoch, budget.elapsed())
+        improved = stopper.update(epoch, row, state.eval_model)
+        state.end_epoch(epoch)
+        state.elapsed_s = budget.elapsed()
+        history.append(row)
+        ckpt.save(state, row, improved=improved)
+        if rec:
+            rec.append(row)
+            rec.update(epoch=epoch, best=stopper.best, best_epoch=stopper.best_epoch,
+                       best_metrics=_row_of(history, stopper.best_epoch), last_metrics=row, step=0)
+        say(_format_row(row, config.epochs, improved))
+        for cb in callbacks:
+            if hasattr(cb, "on_epoch_end"):
+                cb.on_epoch_end(epoch, row)
+        reason = _decide(r, epoch, stop_request, callbacks, budget, say)
+        epoch += 1
+    return _finish(r, reason or "epochs", history, rec, run_dir, ckpt, stop_request, say)
+
+
+# -- the steps, each small ----------------------------------------------------------------
+
+def _setup(config: TrainConfig, env: distributed.DistEnv, device: torch.device, splits, progress,
+           run_dir: Optional[Path]) -> _Run:
+    """data -> balance -> model -> optimizer, schedule, EMA, early stopping, loss."""
+    from ..balance import get_strategy
+
     if splits is None:
         from ..data import load_splits
 
@@ -100,204 +169,165 @@ def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.Dis
     classes, input_shape = list(train.classes), tuple(train.images.shape[-2:])
     has_val = val is not None and len(val) > 0
 
-    # 2. balance ---------------------------------------------------------------------
-    train, class_weight = _balance(train, config, notes)
+    train, class_weight, note = get_strategy(config.balance).prepare(train, config)
+    notes += [note] if note else []
+    batches = EpochBatches(train, config, env, device, stream_seed)
+    if batches.steps_per_epoch == 0:
+        raise DataError(f"{len(train)} training images make no batch for {env.world_size} processes")
 
-    # 3. model -----------------------------------------------------------------------
     torch.manual_seed(config.seed)
-    model = _build_model(config, classes, input_shape, notes).to(device)
+    model = _build_model(config, classes, input_shape, notes)
+    model = distributed.sync_batchnorm(model, device).to(device)
     channels_last = CHANNELS_LAST and device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-
-    # 4. optimizer, schedule, loss -----------------------------------------------------
-    limit = 1 if config.overfit_batch else config.limit_batches
-
-    def epoch_batches(epoch: int, start: int = 0) -> Batches:
-        return Batches(train.images, train.labels, _epoch_order(train, config, epoch), config.batch_size,
-                       start=start, limit=limit, rank=env.rank, world_size=env.world_size)
-
-    steps_per_epoch = len(epoch_batches(1))
-    if steps_per_epoch == 0:
-        raise DataError(f"{len(train)} training images make no batch for {env.world_size} processes")
-    optimizer = _make_optimizer(model, config)
-    scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weight.to(device) if class_weight is not None else None,
-                                  label_smoothing=config.label_smoothing)
-    augment_cfg = None if config.overfit_batch else config.augment
-    ema = ModelEMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    eval_model = ema.module if ema is not None else model  # what validation, best.pt and the result use
-
-    # 5. callbacks -------------------------------------------------------------------
+    optimizer = make_optimizer(model, config)
     stopper = EarlyStopping(config.monitor, config.mode, config.patience, config.min_delta)
     stopper.check_keys([k for k in TRAIN_KEYS + (VAL_KEYS if has_val else ()) + TAIL_KEYS if k != "epoch"])
-    ckpt = Checkpointing(rec.best_path, rec.last_path, config, classes, input_shape) if rec else None
-    stop_request = StopRequest(rec.stop_path if rec else None)  # RunRecorder cleared a stale one at start
-
-    # 6. resume ----------------------------------------------------------------------
-    start_epoch, partial, rng, elapsed_before, history = 1, None, None, 0.0, []
-    if resume:
-        if run_dir is None:
-            raise CheckpointError("resume needs the run directory that holds last.pt")
-        state = _read_last(run_dir)
-        if state is None:
-            notes.append("resume: no last.pt yet, starting from the first epoch")
-            if rec:
-                rec.prepare_resume(0)
-        else:
-            getattr(model, "module", model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if ema is not None and state.get("ema"):
-                ema.load_state_dict(state["ema"])
-            if scheduler is not None and state.get("scheduler"):
-                scheduler.load_state_dict(state["scheduler"])
-            stopper.load_state_dict(state.get("early_stopping") or {})
-            if stopper.best_epoch and RunDir(run_dir).best.exists():
-                stopper.best_state = read_checkpoint_dict(RunDir(run_dir).best)["model"]
-            start_epoch, partial, rng = int(state["epoch"]) + 1, state.get("partial"), state.get("rng")
-            elapsed_before = float(state.get("elapsed_s") or 0.0)
-            if rec:
-                dropped = rec.prepare_resume(int(state["epoch"]))
-                if dropped:
-                    notes.append(f"resume: dropped {dropped} metrics row(s) newer than last.pt")
-            from ..runs import read_metrics
-
-            history = [r for r in read_metrics(run_dir) if r.get("split", "train") == "train"
-                       and int(r.get("epoch", 0)) <= int(state["epoch"])]
-            say(f"resuming {run_dir.name} after epoch {state['epoch']}"
-                + (f", batch {partial['steps']} of epoch {partial['epoch']}" if partial else ""))
-    budget = TimeBudget(config.max_minutes, elapsed_before)
-    if rec:
-        rec.set_elapsed_base(elapsed_before)
-        rec.update(notes=notes, steps_per_epoch=steps_per_epoch, world_size=env.world_size, device=str(device))
-
+    state = TrainState(model, optimizer, make_scheduler(optimizer, config, batches.steps_per_epoch),
+                       ModelEMA(model, config.ema_decay) if config.ema_decay > 0 else None, stopper,
+                       seed=config.seed, device=device, env=env,
+                       best_path=RunDir(run_dir).best if run_dir is not None else None)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weight.to(device) if class_weight is not None else None,
+                                  label_smoothing=config.label_smoothing)
     train_model = model
     if env.enabled:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return _Run(config, env, device, classes, input_shape, _shard(val, env, device) if has_val else None,
+                _shard(test, env, device), notes, state, batches, train_model, loss_fn, channels_last)
 
-    # 7. epochs ----------------------------------------------------------------------
-    reason = "early_stopping" if stopper.should_stop else None
-    epoch = start_epoch
-    total_steps = config.epochs * steps_per_epoch
-    while reason is None and epoch <= config.epochs:
-        t_epoch = time.perf_counter()
-        if device.type == "cpu":
-            set_cpu_threads(env.world_size)  # the machine's load changes during a long run
-        start = int(partial["steps"]) if partial and int(partial["epoch"]) == epoch else 0
-        batches = epoch_batches(epoch, start)
-        aug_gen = torch.Generator(device=device).manual_seed(_seed(config.seed, epoch, "augment", env.rank))
-        torch.manual_seed(_seed(config.seed, epoch, "dropout", env.rank))
-        if start and rng:  # mid-epoch resume: continue the random streams where they stopped
-            torch.set_rng_state(rng["torch"])
-            if "augment" in rng:
-                aug_gen.set_state(rng["augment"])
-            if device.type == "cuda" and "cuda" in rng:
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        done_before = (epoch - 1) * steps_per_epoch + start
 
-        def on_progress(step: int, total: int, msg: str, _e=epoch, _d=done_before) -> None:
-            if progress is not None:
-                progress(_d + step, total_steps, f"epoch {_e}/{config.epochs} {msg}")
+def _shard(ds, env: distributed.DistEnv, device: torch.device):
+    """This rank's share of an evaluation split, where it is evaluated (evaluate all-reduces)."""
+    if ds is None or len(ds) == 0:
+        return None
+    return (on_device(ds.images[env.rank::env.world_size], device), on_device(ds.labels[env.rank::env.world_size], device))
 
-        def on_batch(step: int, _e=epoch, _s=start) -> None:
-            if ema is not None:
-                ema.update(model)
-            for cb in callbacks:
-                if hasattr(cb, "on_batch_end"):
-                    cb.on_batch_end(eval_model)
-            if rec:
-                rec.note_progress(epoch=_e - 1, step=_s + step, steps=batches.total)
 
-        stats = train_one_epoch(
-            train_model, batches, optimizer, scheduler, loss_fn, augment_cfg=augment_cfg, generator=aug_gen,
-            device=device, channels_last=channels_last, progress=on_progress, on_batch=on_batch,
-            stop_check=lambda: distributed.any_rank(stop_request.requested(), device))
-        sums = torch.tensor([stats["loss_sum"], stats["correct"], stats["n"], stats["seconds"]], dtype=torch.float64)
-        if start and partial:
-            sums += torch.tensor([partial["loss_sum"], partial["correct"], partial["n"], partial["seconds"]],
-                                 dtype=torch.float64)
-        stopped = stats["stopped"]
-        if stopped and start + stats["steps"] < batches.total:
-            # STOP mid-epoch: keep the half epoch in last.pt (epoch = epochs completed) and end
-            if ckpt:
-                ckpt.save_last(model, epoch - 1, history[-1] if history else {}, optimizer=optimizer,
-                               scheduler=scheduler, early_stopping=stopper, rng=rng_state(aug_gen),
-                               ema=ema.state_dict() if ema is not None else None,
-                               elapsed_s=budget.elapsed(), partial={
-                                   "epoch": epoch, "steps": start + stats["steps"], "loss_sum": sums[0].item(),
-                                   "correct": sums[1].item(), "n": sums[2].item(), "seconds": sums[3].item()})
-            reason = "stop_request"
-            say(f"stop requested: stopped in epoch {epoch} after batch {start + stats['steps']}/{batches.total}")
-            break
-        partial = None
-        seconds = sums[3].item()
-        loss_sum, correct, n = distributed.all_reduce_sum(sums[:3].to(device)).tolist()
-        row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
-        if has_val:
-            m = evaluate(eval_model, val.images[env.rank::env.world_size], val.labels[env.rank::env.world_size],
-                         len(classes), batch_size=EVAL_BATCH, device=device, channels_last=channels_last)
-            row.update(val_loss=m["loss"], val_acc=m["acc"], val_macro_f1=m["macro_f1"])
-        row.update(lr=optimizer.param_groups[0]["lr"], epoch_seconds=time.perf_counter() - t_epoch + (
-            seconds - stats["seconds"]), images_per_s=n / seconds if seconds > 0 else None, elapsed_s=budget.elapsed())
-        improved = stopper.update(epoch, row, eval_model)
-        history.append(row)
+def _resume(r: _Run, rec, run_dir: Optional[Path], say: Callable[[str], None]) -> list[dict]:
+    """Continue from last.pt: one load_state_dict; -> the metrics rows of the epochs it holds."""
+    if run_dir is None:
+        raise CheckpointError("resume needs the run directory that holds last.pt")
+    last = RunDir(run_dir).last
+    if not last.exists():
+        r.notes.append("resume: no last.pt yet, starting from the first epoch")
         if rec:
-            rec.append(row)
-            if improved:
-                ckpt.save_best(eval_model, epoch, row)
-            ckpt.save_last(model, epoch, row, optimizer=optimizer, scheduler=scheduler, early_stopping=stopper,
-                           rng=rng_state(aug_gen), elapsed_s=budget.elapsed(),
-                           ema=ema.state_dict() if ema is not None else None)
-            rec.update(epoch=epoch, best=stopper.best, best_epoch=stopper.best_epoch,
-                       best_metrics=_row_of(history, stopper.best_epoch), last_metrics=row, step=0)
-        say(_format_row(row, config.epochs, improved))
-        for cb in callbacks:
-            if hasattr(cb, "on_epoch_end"):
-                cb.on_epoch_end(epoch, row)
-        asked = next((cb for cb in callbacks if getattr(cb, "should_stop", False)), None)
-        if stopped:
-            reason = "stop_request"
-        elif asked is not None:
-            reason = getattr(asked, "stop_reason", "callback")
-            say(f"stopped after epoch {epoch}: {reason}")
-        elif stopper.should_stop:
-            reason = "early_stopping"
-            say(f"early stopping: no {config.monitor} improvement for {stopper.wait} epochs; "
-                f"best {stopper.best:.4f} at epoch {stopper.best_epoch}")
-        elif distributed.any_rank(budget.should_stop and epoch < config.epochs, device):  # ranks' clocks differ
-            reason = "time_budget"
-            say(f"time budget of {config.max_minutes} min reached after epoch {epoch}")
-        epoch += 1
-    reason = reason or "epochs"
+            rec.prepare_resume(0)
+        return []
+    r.state.load_state_dict(read_checkpoint_dict(last))
+    done, partial = r.state.epoch, r.state.partial
+    if rec:
+        dropped = rec.prepare_resume(done)
+        if dropped:
+            r.notes.append(f"resume: dropped {dropped} metrics row(s) newer than last.pt")
+    say(f"resuming {run_dir.name} after epoch {done}"
+        + (f", batch {partial['steps']} of epoch {partial['epoch']}" if partial else ""))
+    from ..runs import read_metrics
 
-    # 8. best weights, test once, done -------------------------------------------------
-    if not stopper.restore(model) and ema is not None:
-        model.load_state_dict(ema.module.state_dict())  # no best epoch to restore: the average is the result
+    return [row for row in read_metrics(run_dir) if row.get("split", "train") == "train"
+            and int(row.get("epoch", 0)) <= done]
+
+
+def _train_epoch(r: _Run, epoch: int, progress: Optional[Progress], callbacks: tuple, rec,
+                 stop_request: StopRequest) -> tuple[torch.Tensor, int, int]:
+    """Train one epoch (or its rest, after a mid-epoch stop); -> (sums over ranks and the part
+    trained before: loss_sum, correct, n, seconds; batches done; batches in the epoch)."""
+    config, state = r.config, r.state
+    if r.device.type == "cpu":
+        set_cpu_threads(r.env.world_size)  # the machine's load changes during a long run
+    start = state.begin_epoch(epoch)
+    batches = r.batches(epoch, start)
+    steps_per_epoch = r.batches.steps_per_epoch
+    done_before = (epoch - 1) * steps_per_epoch + start
+
+    def on_progress(step: int, total: int, msg: str) -> None:
+        if progress is not None:
+            progress(done_before + step, config.epochs * steps_per_epoch, f"epoch {epoch}/{config.epochs} {msg}")
+
+    def on_batch(step: int) -> None:
+        if state.ema is not None:
+            state.ema.update(state.model)
+        for cb in callbacks:
+            if hasattr(cb, "on_batch_end"):
+                cb.on_batch_end(state.eval_model)
+        if rec:
+            rec.note_progress(epoch=epoch - 1, step=start + step, steps=batches.total)
+
+    stats = train_one_epoch(
+        r.train_model, batches, state.optimizer, state.scheduler, r.loss_fn,
+        augment_cfg=None if config.overfit_batch else config.augment, generator=state.generator, device=r.device,
+        channels_last=r.channels_last, progress=on_progress, on_batch=on_batch, bf16=config.bf16,
+        stop_check=lambda: distributed.any_rank(stop_request.requested(), r.device))
+    counts = distributed.all_reduce_sum(
+        torch.tensor([stats["loss_sum"], stats["correct"], stats["n"]], dtype=torch.float64, device=r.device)).cpu()
+    sums = torch.cat([counts, torch.tensor([stats["seconds"]], dtype=torch.float64)])  # this rank's seconds
+    return sums + state.carried(epoch), start + stats["steps"], batches.total
+
+
+def _epoch_row(r: _Run, epoch: int, sums: torch.Tensor, wall_s: float, elapsed_s: float) -> dict:
+    """The metrics row of a finished epoch: train sums, validation, lr and timings."""
+    loss_sum, correct, n, seconds = sums.tolist()
+    row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
+    if r.val is not None:
+        m = evaluate(r.state.eval_model, *r.val, len(r.classes), batch_size=EVAL_BATCH, device=r.device,
+                     channels_last=r.channels_last, bf16=r.config.bf16)
+        row.update(val_loss=m["loss"], val_acc=m["acc"], val_macro_f1=m["macro_f1"])
+    carried_s = float(r.state.carried(epoch)[3])  # a resumed epoch's seconds before the stop
+    row.update(lr=r.state.optimizer.param_groups[0]["lr"], epoch_seconds=wall_s + carried_s,
+               images_per_s=n / seconds if seconds > 0 else None, elapsed_s=elapsed_s)
+    return row
+
+
+def _decide(r: _Run, epoch: int, stop_request: StopRequest, callbacks: tuple, budget: TimeBudget,
+            say: Callable[[str], None]) -> Optional[str]:
+    """After an epoch: why training ends now, or None to go on."""
+    config, stopper = r.config, r.state.stopper
+    asked = next((cb for cb in callbacks if getattr(cb, "should_stop", False)), None)
+    if distributed.any_rank(stop_request.requested(), r.device):  # a STOP that came with the epoch's last batch
+        return "stop_request"
+    if asked is not None:
+        say(f"stopped after epoch {epoch}: {getattr(asked, 'stop_reason', 'callback')}")
+        return getattr(asked, "stop_reason", "callback")
+    if stopper.should_stop:
+        say(f"early stopping: no {config.monitor} improvement for {stopper.wait} epochs; "
+            f"best {stopper.best:.4f} at epoch {stopper.best_epoch}")
+        return "early_stopping"
+    if distributed.any_rank(budget.should_stop and epoch < config.epochs, r.device):  # ranks' clocks differ
+        say(f"time budget of {config.max_minutes} min reached after epoch {epoch}")
+        return "time_budget"
+    return None
+
+
+def _finish(r: _Run, reason: str, history: list[dict], rec, run_dir: Optional[Path], ckpt: Checkpointing,
+            stop_request: StopRequest, say: Callable[[str], None]) -> FitResult:
+    """Best weights back, the test split once, the run marked done or stopped."""
+    state, stopper = r.state, r.state.stopper
+    model = state.model
+    if not stopper.restore(model) and state.ema is not None:
+        model.load_state_dict(state.ema.module.state_dict())  # no best epoch to restore: the average is the result
     model.eval()
     test_metrics = None
-    if reason != "stop_request" and test is not None and len(test) > 0:
-        m = evaluate(model, test.images[env.rank::env.world_size], test.labels[env.rank::env.world_size],
-                     len(classes), batch_size=EVAL_BATCH, device=device, channels_last=channels_last)
+    if reason != "stop_request" and r.test is not None:
+        m = evaluate(model, *r.test, len(r.classes), batch_size=EVAL_BATCH, device=r.device,
+                     channels_last=r.channels_last, bf16=r.config.bf16)
         test_metrics = {"test_loss": m["loss"], "test_acc": m["acc"], "test_macro_f1": m["macro_f1"], "n": m["n"]}
         say(f"test (best weights, epoch {stopper.best_epoch}): acc {m['acc']:.4f} macro-F1 {m['macro_f1']:.4f} "
             f"on {m['n']} images")
         if rec:
             rec.append({"split": "test", "epoch": stopper.best_epoch, **test_metrics})
-            if stopper.best_epoch and ckpt:  # so the checkpoint alone reports its test accuracy
+            if stopper.best_epoch:  # so the checkpoint alone reports its test accuracy
                 ckpt.save_best(model, stopper.best_epoch, _row_of(history, stopper.best_epoch),
                                test_metrics=test_metrics)
-    state = "stopped" if reason == "stop_request" else "done"
+    final = "stopped" if reason == "stop_request" else "done"
     if rec:
         stop_request.clear()
-        rec.finish(state, stop_reason=reason, test_metrics=test_metrics)
-    if channels_last:
+        rec.finish(final, stop_reason=reason, test_metrics=test_metrics)
+    if r.channels_last:
         model = model.to(memory_format=torch.contiguous_format)
-    return FitResult(model=model, classes=classes, input_shape=input_shape, history=history, best=stopper.best,
-                     best_epoch=stopper.best_epoch, monitor=config.monitor, state=state, stop_reason=reason,
-                     test_metrics=test_metrics, run_dir=rec.dir if rec else run_dir, notes=notes)
+    return FitResult(model=model, classes=r.classes, input_shape=r.input_shape, history=history, best=stopper.best,
+                     best_epoch=stopper.best_epoch, monitor=r.config.monitor, state=final, stop_reason=reason,
+                     test_metrics=test_metrics, run_dir=rec.dir if rec else run_dir, notes=r.notes)
 
-
-# -- the steps, each small ----------------------------------------------------------------
 
 def set_cpu_threads(world_size: int = 1) -> int:
     """All cores (split across DDP ranks) on a quiet machine, ONE thread when other
@@ -317,38 +347,6 @@ def set_cpu_threads(world_size: int = 1) -> int:
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
-
-
-def _seed(*parts) -> int:
-    """A 63-bit seed from (seed, epoch, stream, rank): independent streams, stable across runs."""
-    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
-
-
-def _epoch_order(train, config: TrainConfig, epoch: int) -> torch.Tensor:
-    """The indices of one epoch: a permutation, or a class-balanced weighted draw."""
-    if config.overfit_batch:
-        return torch.arange(len(train))
-    g = torch.Generator().manual_seed(_seed(config.seed, epoch, "order"))
-    if config.balance == "sampler":
-        from ..balance import epoch_indices
-
-        return epoch_indices(train.labels, "sampler", g)
-    return torch.randperm(len(train), generator=g)
-
-
-def _balance(train, config: TrainConfig, notes: list[str]):
-    """-> (train, class weights for the loss or None)."""
-    if config.balance == "oversample":
-        from ..balance import oversample
-
-        before = len(train)
-        train = oversample(train, config.balance_target, config.augment, config.seed)
-        notes.append(f"oversampled the training split from {before} to {len(train)} images")
-    if config.balance == "loss":
-        from ..balance import class_weights
-
-        return train, torch.as_tensor(class_weights(train.counts(), config.balance_weights), dtype=torch.float32)
-    return train, None
 
 
 def init_model_config(path: str | os.PathLike) -> ModelConfig:
@@ -389,30 +387,6 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
             p.requires_grad_(False)
         notes.append("body frozen: only the head trains")
     return model
-
-
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
-def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """Stepped once per batch, over the whole planned run."""
-    total = max(1, config.epochs * steps_per_epoch)
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def _read_last(run_dir: Path) -> Optional[dict]:
-    p = RunDir(run_dir).last
-    return read_checkpoint_dict(p) if p.exists() else None
 
 
 def _row_of(history: list[dict], epoch: int) -> Optional[dict]:

@@ -51,6 +51,43 @@ class Batches:
             yield self.images[idx], self.labels[idx]  # uint8 n×1×H×W, int64 n
 
 
+def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A dataset tensor where its batches are used. On a GPU it moves there once (60,000 28×28
+    uint8 images are 47 MB), so batches are indexed on the device and nothing is copied from
+    the host per step: pinned memory would have nothing to do. Where it does not fit, it stays
+    on the host, pinned, for the non-blocking copy of each batch. On a CPU it stays as it is."""
+    if device.type != "cuda" or t.device == device:
+        return t
+    try:
+        return t.to(device)
+    except torch.cuda.OutOfMemoryError:
+        return t.pin_memory()
+
+
+class EpochBatches:
+    """A run's batches, epoch by epoch: epoch e's order is drawn from (seed, e), by the balancing
+    strategy (a permutation, or a class-balanced draw), and cut into `Batches`."""
+
+    def __init__(self, train, config, env, device: torch.device, seed_of: Callable[..., int]):
+        from ..balance import get_strategy
+
+        self.images, self.labels = on_device(train.images, device), on_device(train.labels, device)
+        self.config, self.env, self.seed_of = config, env, seed_of
+        self.strategy = get_strategy(config.balance)
+        self.limit = 1 if config.overfit_batch else config.limit_batches
+        self.steps_per_epoch = len(self(1))
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if self.config.overfit_batch:
+            return torch.arange(len(self.labels))
+        g = torch.Generator().manual_seed(self.seed_of(self.config.seed, epoch, "order"))
+        return self.strategy.epoch_indices(self.labels.cpu(), g)  # drawn on the CPU: the same on any device
+
+    def __call__(self, epoch: int, start: int = 0) -> Batches:
+        return Batches(self.images, self.labels, self.order(epoch).to(self.images.device), self.config.batch_size,
+                       start=start, limit=self.limit, rank=self.env.rank, world_size=self.env.world_size)
+
+
 def _augment(x: torch.Tensor, augment_cfg, generator: Optional[torch.Generator]) -> torch.Tensor:
     if augment_cfg is None or augment_cfg.is_identity():
         return x
@@ -63,13 +100,16 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
                     optimizer: torch.optim.Optimizer, scheduler, loss_fn: Callable, *, augment_cfg,
                     generator: Optional[torch.Generator], device: torch.device | str,
                     stop_check: Optional[Callable[[], bool]] = None, progress: Optional[Progress] = None,
-                    channels_last: bool = False, on_batch: Optional[Callable[[int], None]] = None) -> dict:
+                    channels_last: bool = False, on_batch: Optional[Callable[[int], None]] = None,
+                    bf16: bool = False) -> dict:
     """One pass over `batches`; returns exact sums (loss_sum, correct, n, steps, seconds),
     their means (loss, acc), images_per_s, and `stopped` when `stop_check()` asked to end
     early (checked after every batch, so the batch in flight always completes).
 
-    Train loss and accuracy are measured on the augmented batches, as trained.
+    Train loss and accuracy are measured on the augmented batches, as trained. `bf16` runs
+    the forward pass under bfloat16 autocast (weights and optimizer stay float32).
     """
+    device = torch.device(device)
     model.train()
     for m in model.modules():
         # A frozen body (fine-tuning with freeze_body) keeps its BatchNorm statistics too:
@@ -86,7 +126,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         x = _augment(x, augment_cfg, generator)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x)  # N×C
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x).float()  # N×C
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,7 +161,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
              batch_size: int = 512, device: torch.device | str = "cpu", return_probs: bool = False,
-             channels_last: bool = False) -> dict:
+             channels_last: bool = False, bf16: bool = False) -> dict:
     """Loss (plain cross-entropy: no smoothing or class weights, so runs with different
     recipes compare), accuracy and macro-F1 of `model` on uint8 `images`.
 
@@ -138,7 +179,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_c
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = labels[i:i + batch_size].to(device)
-        logits = model(x).float()  # N×C
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x).float()  # N×C
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         cm += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
         if return_probs:
