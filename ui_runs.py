@@ -19,7 +19,7 @@ STATE_ICON = {"running": "●", "queued": "…", "done": "✓", "stopped": "■"
 
 def state_label(r: RunInfo) -> str:
     text = f"{STATE_ICON.get(r.state, '')} {r.state}"
-    if r.state == "queued" and r.queue_position:
+    if r.queue_position:
         text += f" (#{r.queue_position})"
     return text + (f" @ {r.host}" if r.foreign else "")
 
@@ -35,7 +35,7 @@ def clock(t) -> str:
 def epoch_text(r: RunInfo) -> str:
     text = f"{r.epoch}/{r.epochs}"
     step, steps = r.status.get("step"), r.status.get("steps")
-    if r.is_active and r.state != "queued" and step and steps:  # within-epoch progress from the heartbeat
+    if r.is_training and step and steps:  # within-epoch progress from the heartbeat
         text += f" (+{min(step / steps, 1):.0%})"
     return text
 

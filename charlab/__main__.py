@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a reader that went away is caught below, not at interpreter exit
+        return rc
     except CharlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # config is imported where a config is read or written, so li
 # what status.json may say; `stalled` is never written, only derived by readers
 STATES = ("queued", "running", "done", "failed", "stopped", "interrupted")
 STALLED = "stalled"
-ACTIVE = ("queued", "running", STALLED)  # a process owns the run, or the queue will start one
+TRAINING = ("running", STALLED)  # a live process owns the run
+ACTIVE = ("queued",) + TRAINING  # ... or the queue will start one
 RESUMABLE = ("stopped", "interrupted", "failed")
 FINISHED = ("done", "stopped")  # ended on purpose: best.pt is a result to use
 HEARTBEAT_S = 5.0  # the trainer rewrites status.json this often
@@ -63,10 +64,13 @@ RunRef = Union[str, os.PathLike, "RunInfo", "RunDir"]
 
 
 def stall_s() -> float:
+    """CHARLAB_STALL_S, but at least two heartbeats: progress reaches status.json with the
+    heartbeat, so a shorter limit would call a healthy trainer stalled between two beats."""
     try:
-        return float(os.environ.get("CHARLAB_STALL_S") or STALL_S)
+        limit = float(os.environ.get("CHARLAB_STALL_S") or STALL_S)
     except ValueError:
-        return STALL_S
+        limit = STALL_S
+    return max(limit, 2 * HEARTBEAT_S)
 
 
 def default_root() -> Path:
@@ -175,6 +179,10 @@ class RunInfo:
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE
+
+    @property
+    def is_training(self) -> bool:
+        return self.state in TRAINING
 
     @property
     def can_stop(self) -> bool:
@@ -726,7 +734,7 @@ def kick_queue(root: str | os.PathLike | None = None, max_parallel: Optional[int
         if not queued:
             return []
         limit = max_parallel or int(queued[0].status.get("max_parallel") or 1)
-        running = sum(i.state in ("running", STALLED) for i in infos)
+        running = sum(i.is_training for i in infos)
         for info in queued[:max(0, limit - running)]:
             pid = _spawn(info.run_dir, resume=bool(info.status.get("resume")), cwd=info.status.get("cwd"))
             now = time.time()

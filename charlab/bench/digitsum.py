@@ -74,10 +74,11 @@ def _structured(name: str, digit_source: str, source: str, args, work: Path) -> 
     from ..data import load_splits
     from ..digitsum import predict_structured
     from ..predict import predictor_from_model
+    from ..runs import RunDir
     from ..training import fit
 
     t0 = time.perf_counter()
-    synthetic_model = work / "synthetic_digits" / "best.pt"
+    synthetic_model = RunDir(work / "synthetic_digits").best
     if name == "synthetic":
         cfg, res = _synthetic_digit_model(args, work)
     else:

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> dict:
     from ..errors import CharlabError
     from ..models import replace_head
     from ..recipes import get_recipe
+    from ..runs import RunDir
     from ..training import fit
 
     train_zip = chars74k_train_zip(args)
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
         if list(pre.classes) != names:
             raise CharlabError(f"{source} does not have the classes {''.join(names)} (it has {''.join(pre.classes)})")
         # the same checkpoint with a freshly initialised head: "a new head" although the class names agree
-        ck = load_checkpoint(root / "pretrain" / "best.pt")
+        ck = load_checkpoint(RunDir(root / "pretrain").best)
         fresh = replace_head(ck.model, len(names))
         save_checkpoint(root / "pretrained_new_head.pt", fresh, ck.config, ck.classes, ck.input_shape, epoch=ck.epoch)
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> dict:
             "scratch": {},
             "finetune_new_head": {"init_from": str(root / "pretrained_new_head.pt")},
             "frozen_body_new_head": {"init_from": str(root / "pretrained_new_head.pt"), "freeze_body": True},
-            "finetune_kept_head": {"init_from": str(root / "pretrain" / "best.pt")},
+            "finetune_kept_head": {"init_from": str(RunDir(root / "pretrain").best)},
         }
         for name, over in variants.items():
             cfg = get_recipe(args.recipe, source=str(train_zip), epochs=args.epochs, seed=args.seed, **over)

@@ -82,7 +82,7 @@ def _list(args: argparse.Namespace) -> int:
               f"{_fmt(i.best_val_macro_f1):>8} {dur:>7}  {i.source}")
         for note in _notes(i):
             print(f"{'':<40} {note}")
-    if any(i.state == "queued" for i in infos) and not any(i.state in ("running", runs.STALLED) for i in infos):
+    if any(i.queue_position for i in infos) and not any(i.is_training for i in infos):
         print("queued runs wait, but nothing trains: the trainer ahead of them died. Resume or launch a run "
               "to start the queue.")
     return 0
