@@ -1,0 +1,768 @@
+"""Data health: embeddings, a 2-D map, duplicates, train/test leaks, outliers and look-alike classes.
+
+Arrays and DataFrames only: the Dataset page and `charlab data health` draw and print them.
+
+    report = check({"train": splits.train, "val": splits.val, "test": splits.test}, predictor)
+    report.table        # one row per image: split, index, path, label, map coordinates, flag
+    report.leaks        # test image, its near-copy in train/val, distance
+    report.duplicates   # [{"paths", "kind": "exact"|"near", "splits"}]
+    report.outliers     # path, kind (blank | inverted | far), score
+    report.overlap      # class pairs that mix in embedding space; report.lookalikes: the groups
+
+How each check decides, and why:
+- exact duplicates: the same content hash (`CharDataset.hashes`: a file's bytes) in two places.
+- near duplicates: preprocessing crops every image to its ink and centres it, so a resized or
+  shifted copy becomes almost the same image. At 28 px, though, any two straight strokes (I, l, 1
+  of different writers) are the same image too; so where the source has files they are read once
+  more at 64 px (`raw_stats`, which also reads polarity), where stroke width and wobble still
+  tell writers apart. Images are compared as 32×32 area-averaged thumbnails (a re-encoding's
+  noise averages out) by RMS difference in [0, 1]; pairs at or below `NEAR_THRESHOLD` are
+  near-copies (measured on Chars74K: planted resized / shifted / JPEG copies <= 0.017, the
+  closest different writings of I/l/1 >= 0.017, 1% of them below 0.022). The search is exact
+  but never holds an N×N matrix: it scans row chunks against a 32-D PCA projection (a
+  projection only shrinks distances, so every pair below the threshold is a candidate), then
+  confirms the candidates at full resolution.
+- leaks: a test image with an exact or near copy among the training (train + validation) images.
+- blank: an image with no ink after preprocessing, or whose raw file has under
+  `BLANK_SHARE` of the set's median ink coverage (cropping would blow a speck up to full size).
+- inverted: preprocessing flips every image to bright ink (`invert="auto"`, from the border's
+  median), so inversion is only visible in the raw files; each file's paper level against its
+  ink is read once (`raw_stats`) and images whose polarity is the minority (under
+  `INVERTED_MAX_SHARE` of the set) are flagged.
+- far: the mean distance to the `K` nearest neighbours in embedding space, over its median in
+  the set; above `FAR_FACTOR` the image is far from every class.
+- look-alike classes: the share of k-nearest-neighbour links between two classes (both ways),
+  over all the links of the two; pairs above `OVERLAP_MIN` are joined into groups.
+
+Results are cached on disk per (model fingerprint, data fingerprint, options), like
+`charlab.interpret`'s, so a second visit is instant and a retrained model or changed data misses.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import CharlabError, DataError
+from .io import atomic_write_bytes
+from .registry import Registry
+
+Progress = Callable[[int, int, str], None]
+
+CACHE_VERSION = 1  # bump when a cached report changes meaning
+THUMB = 32  # side of the thumbnails compared for near-duplicates
+NEAR_THRESHOLD = 0.02  # RMS thumbnail difference (0..1) at or below which two images are near-copies
+BLANK_SHARE = 0.05  # raw ink coverage below this share of the set's median: near-empty
+INVERTED_MAX_SHARE = 0.25  # a polarity this rare in the set is "inverted against the rest"
+POLARITY_MARGIN = 0.04  # |paper - mid-range| / 255 below this: too faint to call a polarity
+K = 10  # neighbours for the far-outlier score and the class overlap
+FAR_FACTOR = 2.5  # mean k-NN distance over the set's median above which an image is far from every class
+OVERLAP_MIN = 0.12  # share of k-NN links two classes exchange above which they look alike
+PCA_DIMS = 32  # embeddings are reduced to this before neighbour search (speed; distances kept ~exact)
+CHUNK_CELLS = 32_000_000  # floats in one chunk's distance block (128 MB): bounds memory at any N
+FLAGS = ("ok", "duplicate", "leak", "blank", "inverted", "far")  # report.table["flag"], worst last wins
+
+EMBEDDINGS: Registry = Registry("embedding", ordered=True)
+MAPS: Registry = Registry("map method", ordered=True)
+
+
+# ---------------------------------------------------------------------------------- embeddings
+
+@EMBEDDINGS.register("model")
+def model_features(images: torch.Tensor, predictor, progress: Optional[Progress] = None,
+                   batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 N×1×H×W -> (N×F penultimate features of the first model, N×C probabilities).
+
+    The features are the input of `model.head` (every charlab model ends in one Linear head),
+    caught with a forward hook, so any architecture in the zoo works without a special case."""
+    if predictor is None:
+        raise CharlabError("the model embedding needs a model; choose one, or use the pixel embedding")
+    predictor.check_shape(tuple(images.shape[-2:]))
+    model = predictor.models[0]
+    head = getattr(model, "head", None)
+    if not isinstance(head, torch.nn.Linear):
+        raise CharlabError(f"{type(model).__name__} has no Linear head to read features from; use the pixel embedding")
+    feats: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda mod, inp, out: feats.append(inp[0].detach().float().cpu()))
+    n = len(images)
+    probs = np.empty((n, predictor.num_classes), np.float32)
+    try:
+        for a in range(0, n, batch_size):
+            probs[a:a + batch_size] = predictor.probs(images[a:a + batch_size], batch_size=batch_size)
+            if progress:
+                progress(min(a + batch_size, n), n, "embedding with the model")
+    finally:
+        hook.remove()
+    x = torch.cat(feats) if feats else torch.zeros(0, head.in_features)  # N×F (the hook sits on member 0 only)
+    return x.reshape(n, -1).numpy(), probs
+
+
+@EMBEDDINGS.register("pixels")
+def pixel_features(images: torch.Tensor, predictor=None, progress: Optional[Progress] = None) -> tuple[np.ndarray, None]:
+    """uint8 N×1×H×W -> N×(16·16·aspect) thumbnails in [0, 1]: the model-free embedding."""
+    return thumbnails(images), None
+
+
+def thumbnails(images: torch.Tensor) -> np.ndarray:
+    """uint8 N×1×H×W -> float32 N×D area-averaged 16-row thumbnails, scaled by 1/sqrt(D) so that
+    the Euclidean distance of two rows is their RMS pixel difference in [0, 1]."""
+    h, w = images.shape[-2:]
+    tw = max(1, round(THUMB * w / h))
+    out = []
+    for a in range(0, len(images), 4096):
+        x = images[a:a + 4096].float().div_(255.0)
+        out.append(torch.nn.functional.adaptive_avg_pool2d(x, (THUMB, tw)).reshape(len(x), -1))  # B×D
+    x = torch.cat(out) if out else torch.zeros(0, THUMB * tw)
+    return (x / np.sqrt(x.shape[1])).numpy()
+
+
+def embed(dataset, predictor=None, kind: str = "model", cache_dir: str | os.PathLike | None = None,
+          progress: Optional[Progress] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """A CharDataset -> (N×F embedding, N×C probabilities or None), cached on disk per
+    (model fingerprint, dataset fingerprint) as interpretations are."""
+    from .interpret import dataset_fingerprint
+
+    fn = EMBEDDINGS.get(kind)
+    if kind == "pixels":
+        return fn(dataset.images, None, progress)
+    key = _key("embed", kind, predictor.fingerprint() if predictor is not None else "", dataset_fingerprint(dataset))
+    path = _cache_folder(cache_dir) / f"embed-{key}.npz"
+    hit = _read_npz(path)
+    if hit is not None and predictor is not None and predictor.paths:
+        return hit["x"], hit["probs"]
+    x, probs = fn(dataset.images, predictor, progress)
+    if predictor is not None and predictor.paths:  # an in-memory model has no file to key a cache on
+        _write_npz(path, x=x, probs=probs)
+    return x, probs
+
+
+# ---------------------------------------------------------------------------------- neighbours
+
+def _chunk_rows(n_cols: int) -> int:
+    return int(max(16, min(4096, CHUNK_CELLS // max(n_cols, 1))))
+
+
+def pca(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
+    """N×D -> N×min(dims, D) centred principal components (randomised SVD; a sample fits the basis)."""
+    n, d = x.shape
+    dims = max(1, min(dims, d, n))
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    mean = t.mean(0, keepdim=True)
+    g = torch.Generator().manual_seed(seed)
+    sample = t[torch.randperm(n, generator=g)[:20000]] if n > 20000 else t
+    if dims + 8 >= min(sample.shape):
+        v = torch.linalg.svd(sample - mean, full_matrices=False)[2].T  # D×r
+    else:
+        torch.manual_seed(seed)
+        v = torch.pca_lowrank(sample - mean, q=dims + 8, center=False, niter=3)[2]  # D×(dims+8)
+    v = v[:, :dims]  # D×dims, orthonormal columns
+    return ((t - mean) @ v).numpy()
+
+
+def knn(x: np.ndarray, k: int, progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours (Euclidean, self excluded) in row chunks: (N×k index, N×k distance)."""
+    n = len(x)
+    k = max(0, min(k, n - 1))
+    idx = np.zeros((n, k), np.int64)
+    dist = np.zeros((n, k), np.float32)
+    if k == 0:
+        return idx, dist
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    sq = (t * t).sum(1)  # N
+    step = _chunk_rows(n)
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        d2 = sq[a:b, None] + sq[None, :] - 2 * (t[a:b] @ t.T)  # B×N, the only block held
+        d2[torch.arange(b - a), torch.arange(a, b)] = float("inf")
+        v, i = torch.topk(d2, k, dim=1, largest=False)
+        idx[a:b], dist[a:b] = i.numpy(), v.clamp_min_(0).sqrt_().numpy()
+        if progress:
+            progress(b, n, "finding neighbours")
+    return idx, dist
+
+
+def near_pairs(x: np.ndarray, threshold: float, y: Optional[np.ndarray] = None,
+               progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs within `threshold` (Euclidean): (i, j, distance) with i < j inside `x`, or
+    i in x, j in y between two sets. Chunked: a B×M block at a time, never N×N.
+
+    Candidates come from a PCA projection, whose distances never exceed the true ones, so no
+    pair is missed; each candidate is then measured at full dimension."""
+    both = x if y is None else np.concatenate([x, y])
+    if len(x) == 0 or (y is not None and len(y) == 0):
+        e = np.zeros(0, np.int64)
+        return e, e, np.zeros(0, np.float32)
+    full = torch.from_numpy(np.ascontiguousarray(both, np.float32))
+    proj = torch.from_numpy(np.ascontiguousarray(pca(both, PCA_DIMS), np.float32))
+    nx = len(x)
+    rows_p, cols_p = proj[:nx], (proj[:nx] if y is None else proj[nx:])
+    rows_f, cols_f = full[:nx], (full[:nx] if y is None else full[nx:])
+    sq_c = (cols_p * cols_p).sum(1)
+    out_i, out_j, out_d = [], [], []
+    step = _chunk_rows(len(cols_p))
+    t2 = threshold * threshold
+    for a in range(0, nx, step):
+        b = min(a + step, nx)
+        r = rows_p[a:b]
+        d2 = (r * r).sum(1)[:, None] + sq_c[None, :] - 2 * (r @ cols_p.T)  # B×M projected
+        ci, cj = torch.nonzero(d2 <= t2 + 1e-6, as_tuple=True)
+        ci = ci + a
+        if y is None:
+            keep = cj > ci
+            ci, cj = ci[keep], cj[keep]
+        if len(ci):
+            d = (rows_f[ci] - cols_f[cj]).pow_(2).sum(1).sqrt_()  # exact, candidates only
+            ok = d <= threshold
+            out_i.append(ci[ok].numpy())
+            out_j.append(cj[ok].numpy())
+            out_d.append(d[ok].numpy())
+        if progress:
+            progress(b, nx, "searching near-duplicates")
+    if not out_i:
+        e = np.zeros(0, np.int64)
+        return e, e, np.zeros(0, np.float32)
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+
+
+def near_pairs_bruteforce(x: np.ndarray, threshold: float) -> set[tuple[int, int]]:
+    """The obvious all-pairs loop (one row against all later rows): the benchmark's and tests' reference."""
+    out = set()
+    for i in range(len(x)):
+        d = np.sqrt(((x[i + 1:] - x[i]) ** 2).sum(1))
+        out.update((i, i + 1 + int(j)) for j in np.flatnonzero(d <= threshold))
+    return out
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        while p[a] != a:
+            p[a] = p[p[a]]
+            a = p[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self, members) -> list[list[int]]:
+        by: dict[int, list[int]] = {}
+        for m in np.unique(np.asarray(members, np.int64)):
+            by.setdefault(self.find(int(m)), []).append(int(m))
+        return [sorted(g) for g in by.values() if len(g) > 1]
+
+
+# ---------------------------------------------------------------------------------- maps
+
+@MAPS.register("pca")
+def map_pca(x: np.ndarray, knn_idx=None, knn_dist=None, seed: int = 0, progress=None) -> np.ndarray:
+    """N×F -> N×2: the first two principal components (instant, linear, global shape)."""
+    if len(x) < 2:
+        return np.zeros((len(x), 2), np.float32)
+    p = pca(x, 2, seed)
+    return np.pad(p, ((0, 0), (0, 2 - p.shape[1]))).astype(np.float32)
+
+
+@MAPS.register("umap")
+def map_umap(x: np.ndarray, knn_idx=None, knn_dist=None, seed: int = 0, progress=None) -> np.ndarray:
+    """N×F -> N×2 UMAP, reusing our exact k-NN graph (so pynndescent never runs).
+
+    Chosen over openTSNE by measurement on 60,000 images (BENCHMARKS.md, "Data health")."""
+    n = len(x)
+    if n < 16 or knn_idx is None or knn_idx.shape[1] < 2:  # UMAP needs a neighbourhood; tiny sets get PCA
+        return map_pca(x, seed=seed)
+    import warnings
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(_cache_folder(None) / "numba"))  # JIT once per machine
+    import umap
+
+    # UMAP's graph includes each point as its own first neighbour, at distance 0
+    idx = np.concatenate([np.arange(n)[:, None], knn_idx], axis=1)
+    dist = np.concatenate([np.zeros((n, 1), np.float32), knn_dist], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # n_jobs vs random_state, precomputed-knn notices
+        reducer = umap.UMAP(n_neighbors=idx.shape[1], n_components=2, random_state=seed, n_epochs=200 if n <= 10000 else 120,
+                            precomputed_knn=(idx, dist, None), init="pca" if n > 2 * idx.shape[1] else "random",
+                            low_memory=True, n_jobs=1)
+        return reducer.fit_transform(x).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------- raw pass
+
+def _open_raw(path: str, zips: dict):
+    """A CharDataset path (`/abs/x.zip!/entry` or a file path) -> PIL image, or None."""
+    from PIL import Image
+
+    archive, sep, entry = path.partition("!/")
+    if sep:
+        z = zips.get(archive)
+        if z is None:
+            z = zips[archive] = zipfile.ZipFile(archive)
+        data = z.read(entry)
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    return Image.open(io.BytesIO(data))
+
+
+RAW_SIZE = 64  # near-duplicates compare the raw files preprocessed at this size: finer than 28 px
+
+
+def _raw_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Worker: per file [(paper level - mid-range) / 255 (> 0: light paper), ink coverage] and a
+    THUMB×THUMB uint8 thumbnail of the file preprocessed at RAW_SIZE."""
+    from .config import DataConfig
+    from .data.preprocess import orient, preprocess_ink, reduce_large, to_gray
+
+    paths, = job
+    cfg = DataConfig(image_size=RAW_SIZE)
+    stats = np.full((len(paths), 2), np.nan, np.float32)
+    thumbs = np.zeros((len(paths), THUMB, THUMB), np.uint8)
+    f = RAW_SIZE // THUMB
+    zips: dict = {}
+    for i, p in enumerate(paths):
+        try:
+            gray, ink_bright = to_gray(reduce_large(_open_raw(p, zips), RAW_SIZE), cfg)
+            border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+            level, lo, hi = float(np.median(border)), float(gray.min()), float(gray.max())
+            ink = orient(gray, cfg, ink_bright=ink_bright)
+            stats[i] = (-0.5 if ink_bright else (level - (lo + hi) / 2) / 255.0, float((ink > 64).mean()))
+            a = preprocess_ink(ink, cfg).astype(np.float32)  # RAW_SIZE×RAW_SIZE
+            thumbs[i] = np.rint(a.reshape(THUMB, f, THUMB, f).mean((1, 3)))
+        except Exception:  # noqa: BLE001 - a file the loader decoded but we cannot reopen: unknown stats
+            pass
+    for z in zips.values():
+        z.close()
+    return stats, thumbs
+
+
+def has_raw_files(paths: Optional[list[str]]) -> bool:
+    if not paths:
+        return False
+    p = paths[0]
+    return "!/" in p or os.path.isfile(p)
+
+
+def raw_stats(paths: list[str], progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the raw files: (N×2 [polarity, ink coverage], NaN where unreadable;
+    N×THUMB×THUMB uint8 thumbnails at RAW_SIZE preprocessing).
+
+    polarity = (paper level - mid-range) / 255: > 0 dark ink on light paper, < 0 light ink on dark."""
+    from .data.sources import map_chunks
+
+    bounds = [(a, min(a + 64, len(paths))) for a in range(0, len(paths), 64)]
+    res = map_chunks(_raw_chunk, [(paths[a:b],) for a, b in bounds], [b - a for a, b in bounds],
+                     progress, "reading the raw files (polarity, ink, fine thumbnails)")
+    if not res:
+        return np.zeros((0, 2), np.float32), np.zeros((0, THUMB, THUMB), np.uint8)
+    return np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res])
+
+
+# ---------------------------------------------------------------------------------- the report
+
+@dataclass
+class HealthReport:
+    table: pd.DataFrame  # one row per image: split, index, path, label, x, y (map), pca_x, pca_y, flag, pred, correct
+    duplicates: list[dict]  # {"paths", "kind", "splits", "rows"}
+    leaks: pd.DataFrame  # test, train, distance, test_row, train_row
+    outliers: pd.DataFrame  # path, kind, score, row
+    overlap: pd.DataFrame  # a, b, overlap (share of k-NN links exchanged)
+    lookalikes: list[list[str]]  # groups of classes that overlap
+    meta: dict = field(default_factory=dict)  # thresholds, embedding, map method, seconds, notes
+    from_cache: bool = False
+    datasets: dict = field(default_factory=dict, repr=False)  # split -> CharDataset, for images
+
+    @property
+    def n(self) -> int:
+        return len(self.table)
+
+    def image(self, row: int) -> np.ndarray:
+        """Table row -> its H×W uint8 image (as the model sees it)."""
+        r = self.table.iloc[int(row)]
+        return self.datasets[r["split"]].images[int(r["index"]), 0].numpy()
+
+    def images(self, rows) -> np.ndarray:
+        rows = list(rows)
+        if not rows:
+            return np.zeros((0, 1, 1), np.uint8)
+        return np.stack([self.image(r) for r in rows])
+
+    def counts(self) -> dict:
+        kinds = self.outliers["kind"].value_counts().to_dict() if len(self.outliers) else {}
+        return {"images": self.n, "leaks": len(self.leaks),
+                "exact_duplicate_groups": sum(g["kind"] == "exact" for g in self.duplicates),
+                "near_duplicate_groups": sum(g["kind"] == "near" for g in self.duplicates),
+                "blank": int(kinds.get("blank", 0)), "inverted": int(kinds.get("inverted", 0)),
+                "far": int(kinds.get("far", 0)), "lookalike_groups": len(self.lookalikes)}
+
+    def summary_lines(self) -> list[str]:
+        c = self.counts()
+        tested = (self.table["split"] == "test").sum()
+        leak = (f"{c['leaks']} of {tested} test images have a near-copy in train" if tested
+                else "no test split: nothing can leak")
+        return [leak,
+                f"{c['exact_duplicate_groups']} groups of exact duplicates, {c['near_duplicate_groups']} of near-duplicates "
+                f"(RMS thumbnail difference <= {self.meta.get('near_threshold', NEAR_THRESHOLD):g})",
+                f"outliers: {c['blank']} blank, {c['inverted']} inverted, {c['far']} far from every class",
+                f"{c['lookalike_groups']} groups of look-alike classes"
+                + (": " + "; ".join("/".join(g) for g in self.lookalikes[:12]) if self.lookalikes else "")]
+
+    def to_dict(self) -> dict:
+        """What `charlab data health --json` prints."""
+        return {"counts": self.counts(), "summary": self.summary_lines(), "meta": self.meta,
+                "duplicates": [{k: g[k] for k in ("paths", "kind", "splits")} for g in self.duplicates],
+                "leaks": [{"test": r.test, "train": r.train, "distance": round(float(r.distance), 4)}
+                          for r in self.leaks.itertuples()],
+                "outliers": [{"path": r.path, "kind": r.kind, "score": round(float(r.score), 4)}
+                             for r in self.outliers.itertuples()],
+                "lookalikes": self.lookalikes,
+                "overlap": [{"a": r.a, "b": r.b, "overlap": round(float(r.overlap), 4)} for r in self.overlap.itertuples()]}
+
+
+def check(datasets: dict, predictor=None, *, embedding: str = "model", method: str = "umap",
+          near_threshold: float = NEAR_THRESHOLD, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+          progress: Optional[Progress] = None) -> HealthReport:
+    """Every health check on the splits given ({"train": ds, "val": ds, "test": ds}; None or empty
+    splits are left out), with `embedding` (model | pixels) and a `method` map (besides PCA).
+
+    The model embedding falls back to pixels, with a note, when there is no model or it cannot
+    take these images (another size). Cached on disk; `report.from_cache` says so."""
+    from .interpret import dataset_fingerprint
+
+    EMBEDDINGS.get(embedding)
+    MAPS.get(method)
+    datasets = {k: v for k, v in datasets.items() if v is not None and len(v)}
+    if not datasets:
+        raise DataError("no images to check")
+    notes = []
+    if embedding == "model":
+        reason = None
+        if predictor is None:
+            reason = "no model is active"
+        elif tuple(next(iter(datasets.values())).images.shape[-2:]) != tuple(predictor.input_shape):
+            reason = f"the model takes {predictor.input_shape[0]}×{predictor.input_shape[1]} images"
+        if reason:
+            notes.append(f"pixel embedding: {reason}")
+            embedding, predictor = "pixels", None
+    else:
+        predictor = None
+    fps = {k: dataset_fingerprint(v) for k, v in datasets.items()}
+    key = _key("health", CACHE_VERSION, embedding, method, near_threshold, seed, K, FAR_FACTOR, OVERLAP_MIN,
+               BLANK_SHARE, INVERTED_MAX_SHARE, predictor.fingerprint() if predictor is not None else "",
+               sorted(fps.items()))
+    path = _cache_folder(cache_dir) / f"health-{key}.npz"
+    hit = _load_report(path)
+    if hit is not None:
+        hit.datasets = datasets
+        return hit
+    t0 = time.perf_counter()
+    report = _compute(datasets, predictor, embedding, method, near_threshold, seed, cache_dir, progress, notes)
+    report.meta["seconds"] = round(time.perf_counter() - t0, 2)
+    _save_report(path, report)
+    return report
+
+
+def _compute(datasets, predictor, embedding, method, thr, seed, cache_dir, progress, notes) -> HealthReport:
+    splits = list(datasets)
+    classes = list(next(iter(datasets.values())).classes)
+    pos = {c: i for i, c in enumerate(classes)}
+    split_col, index_col, label_col, paths, hashes, imgs = [], [], [], [], [], []
+    for s, ds in datasets.items():
+        n = len(ds)
+        split_col += [s] * n
+        index_col.append(np.arange(n))
+        names = [ds.classes[i] for i in ds.labels.tolist()]
+        for c in names:
+            if c not in pos:
+                pos[c] = len(classes)
+                classes.append(c)
+        label_col += names
+        sp = ds.source_paths() if hasattr(ds, "source_paths") else ds.paths
+        paths += sp if sp is not None else [f"{s}#{i}" for i in range(n)]
+        hashes += list(ds.hashes) if getattr(ds, "hashes", None) is not None else [None] * n
+        imgs.append(ds.images)
+    images = torch.cat(imgs)  # N×1×H×W uint8
+    n = len(images)
+    split_arr = np.array(split_col)
+    labels = np.array([pos[c] for c in label_col], np.int64)
+    raw_paths = sum((list(ds.paths) if ds.paths is not None else [None] * len(ds) for ds in datasets.values()), [])
+
+    # --- embedding (+ the model's predictions, from the same forward pass)
+    probs = None
+    if embedding == "model":
+        parts = [embed(ds, predictor, "model", cache_dir, progress) for ds in datasets.values()]
+        emb = np.concatenate([p[0] for p in parts])
+        probs = np.concatenate([p[1] for p in parts])
+    else:
+        emb = pixel_features(images)[0]
+
+    # --- blank: no ink after preprocessing, or a raw file with almost no ink
+    peak = images.reshape(n, -1).amax(1).numpy() if n else np.zeros(0)
+    blank = peak < 8
+    raw = None
+    thumbs = thumbnails(images)  # N×D, RMS-scaled
+    if has_raw_files(raw_paths) and all(p is not None for p in raw_paths):
+        raw, fine = raw_stats(raw_paths, progress)
+        if thumbs.shape[1] == THUMB * THUMB:
+            read = ~np.isnan(raw[:, 0])
+            thumbs[read] = fine[read].reshape(int(read.sum()), -1).astype(np.float32) / (255.0 * THUMB)
+    else:
+        notes.append("polarity and raw ink not checked: the source has no image files")
+    blank_score = np.zeros(n, np.float32)
+    if raw is not None:
+        cover = raw[:, 1]
+        med = float(np.nanmedian(cover[~blank])) if (~blank).any() else 0.0
+        if med > 0:
+            blank_score = np.nan_to_num(cover / med, nan=1.0).astype(np.float32)
+            blank |= blank_score < BLANK_SHARE
+
+    # --- exact duplicates by content hash (blanks are reported as blank, not as copies of each other)
+    hash_key = [h if h is not None else "px:" + hashlib.blake2b(images[i].numpy().tobytes(), digest_size=8).hexdigest()
+                for i, h in enumerate(hashes)]
+    if any(h is None for h in hashes):
+        notes.append("exact duplicates by preprocessed pixels: the source gives no content hashes")
+    by_hash: dict[str, list[int]] = {}
+    for i, h in enumerate(hash_key):
+        if not blank[i]:
+            by_hash.setdefault(h, []).append(i)
+    exact_groups = [g for g in by_hash.values() if len(g) > 1]
+    rep = np.arange(n)  # each image's exact-group representative
+    for g in exact_groups:
+        rep[g] = g[0]
+
+    # --- near duplicates among distinct, non-blank contents
+    cand = np.flatnonzero((rep == np.arange(n)) & ~blank)
+    ii, jj, dd = near_pairs(thumbs[cand], thr, progress=progress)
+    ii, jj = cand[ii], cand[jj]
+    uf = _UnionFind(n)
+    for a, b in zip(ii.tolist(), jj.tolist()):
+        uf.union(a, b)
+    near_groups = uf.groups(np.concatenate([ii, jj])) if len(ii) else []
+    members = {r: g for g in exact_groups for r in g[:1]}
+    duplicates = []
+    for g in exact_groups:
+        duplicates.append(_group(g, "exact", paths, split_arr))
+    for g in near_groups:
+        full = sorted({m for r in g for m in members.get(r, [r])})
+        duplicates.append(_group(full, "near", paths, split_arr))
+    duplicates.sort(key=lambda d: (-len(d["rows"]), d["paths"][0]))
+
+    # --- leaks: each test image's closest copy among train + val
+    leaks = _leaks(ii, jj, dd, exact_groups, split_arr, paths, blank)
+
+    # --- neighbours in embedding space: far outliers, class overlap, the map
+    ok = ~blank
+    z = _standardise(emb)
+    red = pca(z, PCA_DIMS, seed) if z.shape[1] > PCA_DIMS else z
+    nbr_idx, nbr_dist = knn(red, K, progress)
+    far_score = np.zeros(n, np.float32)
+    if n > K and nbr_idx.shape[1]:
+        mean_d = nbr_dist.mean(1)
+        med = float(np.median(mean_d[ok])) if ok.any() else 0.0
+        if med > 0:
+            far_score = (mean_d / med).astype(np.float32)
+    far = (far_score > FAR_FACTOR) & ok
+
+    # --- inverted polarity (raw files only)
+    inverted = np.zeros(n, bool)
+    pol = np.zeros(n, np.float32)
+    if raw is not None:
+        pol = np.nan_to_num(raw[:, 0])
+        decided = (np.abs(pol) >= POLARITY_MARGIN) & ~blank
+        if decided.any():
+            light = pol > 0
+            share_light = light[decided].mean()
+            minority = light if share_light < 0.5 else ~light
+            if min(share_light, 1 - share_light) <= INVERTED_MAX_SHARE:
+                inverted = minority & decided
+
+    outliers = pd.DataFrame(
+        [(paths[i], "blank", float(blank_score[i]), i) for i in np.flatnonzero(blank)]
+        + [(paths[i], "inverted", float(abs(pol[i])), i) for i in np.flatnonzero(inverted)]
+        + [(paths[i], "far", float(far_score[i]), i) for i in np.flatnonzero(far)],
+        columns=_OUTLIER_COLUMNS)
+    if len(outliers):
+        outliers = outliers.sort_values(["kind", "score"], ascending=[True, False]).reset_index(drop=True)
+
+    overlap, lookalikes = _overlap(labels[ok], nbr_idx[ok], ok, classes)
+
+    # --- the map
+    if progress:
+        progress(0, 1, f"drawing the map ({method})")
+    xy_pca = map_pca(z, seed=seed)
+    xy = xy_pca if method == "pca" else MAPS.get(method)(red, nbr_idx, nbr_dist, seed)
+    if progress:
+        progress(1, 1, f"drawing the map ({method})")
+
+    flag = np.full(n, "ok", dtype=object)
+    dup_rows = {r for d in duplicates for r in d["rows"]}
+    flag[list(dup_rows)] = "duplicate"
+    flag[leaks["test_row"].to_numpy(int)] = "leak"
+    flag[leaks["train_row"].to_numpy(int)] = "leak"
+    flag[far] = "far"
+    flag[inverted] = "inverted"
+    flag[blank] = "blank"
+    table = pd.DataFrame({"split": split_arr, "index": np.concatenate(index_col), "path": paths,
+                          "label": label_col, "x": xy[:, 0], "y": xy[:, 1], "pca_x": xy_pca[:, 0],
+                          "pca_y": xy_pca[:, 1], "flag": flag.astype(str), "far_score": far_score})
+    if probs is not None:
+        mp = [predictor.classes[j] for j in probs.argmax(1)]
+        table["pred"] = mp
+        known = set(predictor.classes)
+        table["correct"] = np.where([c in known for c in label_col], np.array(mp) == np.array(label_col), np.nan)
+    meta = {"embedding": embedding, "method": method, "near_threshold": thr, "far_factor": FAR_FACTOR,
+            "overlap_min": OVERLAP_MIN, "k": K, "blank_share": BLANK_SHARE, "splits": splits,
+            "model": predictor.name if predictor is not None else None, "notes": notes,
+            "dims": int(emb.shape[1]) if emb.ndim == 2 else 0}
+    return HealthReport(table=table, duplicates=duplicates, leaks=leaks, outliers=outliers, overlap=overlap,
+                        lookalikes=lookalikes, meta=meta, datasets=datasets)
+
+
+def _group(rows, kind, paths, split_arr) -> dict:
+    rows = sorted(int(r) for r in rows)
+    return {"paths": [paths[r] for r in rows], "kind": kind, "splits": sorted({str(split_arr[r]) for r in rows}),
+            "rows": rows}
+
+
+_LEAK_COLUMNS = ["test", "train", "distance", "test_row", "train_row"]
+_OUTLIER_COLUMNS = ["path", "kind", "score", "row"]
+
+
+def _leaks(ii, jj, dd, exact_groups, split_arr, paths, blank) -> pd.DataFrame:
+    best: dict[int, tuple[float, int]] = {}
+
+    def offer(t: int, o: int, d: float) -> None:
+        if split_arr[t] == "test" and split_arr[o] != "test" and not blank[t]:
+            if t not in best or d < best[t][0]:
+                best[t] = (d, o)
+
+    for g in exact_groups:
+        for a in g:
+            for b in g:
+                if a != b:
+                    offer(a, b, 0.0)
+    for a, b, d in zip(ii.tolist(), jj.tolist(), dd.tolist()):
+        offer(a, b, d)
+        offer(b, a, d)
+    # an exact copy of a test image's near-copy in train also leaks: exact groups extend near pairs
+    rows = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))
+    return pd.DataFrame({"test": [paths[t] for t, _ in rows], "train": [paths[o] for _, (_, o) in rows],
+                         "distance": np.array([d for _, (d, _) in rows], np.float32),
+                         "test_row": np.array([t for t, _ in rows], np.int64),
+                         "train_row": np.array([o for _, (_, o) in rows], np.int64)})
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    if len(x) < 2:
+        return x
+    sd = x.std(0)
+    scale = float(np.sqrt((sd ** 2).sum())) or 1.0  # one global scale: keeps the metric, removes units
+    return (x - x.mean(0)) / scale
+
+
+def _overlap(labels, nbr_idx, ok, classes) -> tuple[pd.DataFrame, list[list[str]]]:
+    """Classes that exchange k-NN links: share of links between a and b over all links of a and b."""
+    c = len(classes)
+    empty = pd.DataFrame({"a": [], "b": [], "overlap": []})
+    if c < 2 or len(labels) == 0 or nbr_idx.shape[1] == 0:
+        return empty, []
+    all_labels = np.full(len(ok), -1, np.int64)
+    all_labels[np.flatnonzero(ok)] = labels
+    nb = all_labels[nbr_idx]  # n×k labels of each image's neighbours (-1: blank)
+    src = np.repeat(labels, nb.shape[1])
+    dst = nb.ravel()
+    keep = dst >= 0
+    m = np.bincount(src[keep] * c + dst[keep], minlength=c * c).reshape(c, c).astype(np.float64)  # C×C links
+    links = m.sum(1)
+    sym = m + m.T
+    denom = links[:, None] + links[None, :]
+    share = np.divide(sym, denom, out=np.zeros_like(sym), where=denom > 0)
+    a, b = np.nonzero(np.triu(share >= OVERLAP_MIN, k=1))
+    df = pd.DataFrame({"a": [classes[i] for i in a], "b": [classes[j] for j in b], "overlap": share[a, b]})
+    df = df.sort_values("overlap", ascending=False).reset_index(drop=True)
+    uf = _UnionFind(c)
+    for i, j in zip(a.tolist(), b.tolist()):
+        uf.union(i, j)
+    groups = [[classes[i] for i in g] for g in uf.groups(np.concatenate([a, b]))] if len(a) else []
+    groups.sort(key=lambda g: (-len(g), g))
+    return df, groups
+
+
+# ---------------------------------------------------------------------------------- cache
+
+def _key(*parts) -> str:
+    return hashlib.blake2b(json.dumps(parts, default=str).encode(), digest_size=10).hexdigest()
+
+
+def _cache_folder(cache_dir) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    from .data import cache_dir as data_cache
+
+    return data_cache() / "health"
+
+
+def _read_npz(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception:  # noqa: BLE001 - a torn or foreign file is only a cache miss
+        return None
+
+
+def _write_npz(path: Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except (OSError, CharlabError):
+        pass  # a read-only or full cache only costs the speed-up
+
+
+def _save_report(path: Path, r: HealthReport) -> None:
+    cols = {f"t_{c}": (r.table[c].to_numpy() if pd.api.types.is_numeric_dtype(r.table[c]) else r.table[c].to_numpy(dtype=str))
+            for c in r.table.columns}
+    doc = {"duplicates": r.duplicates, "leaks": r.leaks.to_dict("list"), "outliers": r.outliers.to_dict("list"),
+           "overlap": r.overlap.to_dict("list"), "lookalikes": r.lookalikes, "meta": r.meta,
+           "columns": list(r.table.columns)}
+    _write_npz(path, doc=np.array(json.dumps(doc, default=_jsonable)), **cols)
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(type(v).__name__)
+
+
+def _load_report(path: Path) -> Optional[HealthReport]:
+    z = _read_npz(path)
+    if z is None or "doc" not in z:
+        return None
+    try:
+        doc = json.loads(str(z["doc"]))
+        table = pd.DataFrame({c: z[f"t_{c}"] for c in doc["columns"]})
+        leaks = pd.DataFrame(doc["leaks"], columns=_LEAK_COLUMNS).astype(
+            {"distance": np.float32, "test_row": np.int64, "train_row": np.int64})
+        outliers = pd.DataFrame(doc["outliers"], columns=_OUTLIER_COLUMNS)
+        overlap = pd.DataFrame(doc["overlap"], columns=["a", "b", "overlap"])
+        return HealthReport(table=table, duplicates=doc["duplicates"], leaks=leaks, outliers=outliers, overlap=overlap,
+                            lookalikes=doc["lookalikes"], meta=doc["meta"], from_cache=True)
+    except Exception:  # noqa: BLE001 - an old layout is a miss
+        return None
