@@ -21,11 +21,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     p.add_argument("--source", help="data source (default: the one the model was trained on)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="default: test")
-    p.add_argument("--top-pairs", type=int, default=10, metavar="N", help="most confused pairs to list (default 10)")
+    p.add_argument("--top-pairs", type=positive_int, default=10, metavar="N", help="most confused pairs to list (default 10)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="FILE", help="also write the full JSON report to FILE")
     p.set_defaults(func=_eval)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (0 or -3 top classes mean nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def progress_bar(enabled: bool):

@@ -7,8 +7,9 @@ gets an error entry of its own; the others are still predicted (exit status 1 if
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .eval import RUN_HELP, emit
+from .eval import RUN_HELP, emit, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, ...)")
-    p.add_argument("--top", type=int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes per image (default 5)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, top: [{label, prob}]}")
     p.set_defaults(func=_predict)
@@ -52,11 +53,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.run, device=args.device)
     results = predict_files(predictor, args.images, args.top)
-    lines = []
-    for r in results:
-        if "error" in r:
-            lines.append(f"{r['path']}: ERROR {r['error']}")
-        else:
-            lines.append(f"{r['path']}: " + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"]))
-    emit(results, args.json, "\n".join(lines))
-    return 1 if any("error" in r for r in results) else 0
+    lines = [f"{r['path']}: " + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"])
+             for r in results if "error" not in r]
+    if lines or args.json:
+        emit(results, args.json, "\n".join(lines))
+    failed = [r for r in results if "error" in r]
+    if not args.json:  # the JSON list holds its errors; in text they go where errors go
+        for r in failed:
+            print(f"error: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
