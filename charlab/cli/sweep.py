@@ -1,10 +1,13 @@
 """`python -m charlab sweep`: an Optuna hyperparameter search whose trials are normal runs.
 
-    python -m charlab sweep --source ../shared/data/chars74k_hnd/trainPart1.zip --trials 20 --epochs 15
+    python -m charlab sweep --source ../shared/data/chars74k_hnd/trainPart1.zip --trials 20 --epochs 15 --workers 2
     python -m charlab sweep --source DIR --trials 10 --name mysweep --storage postgresql://u:pw@host/db
     python -m charlab sweep --show mysweep
 
-Run the same command (same --name and --storage) on several machines to share one sweep.
+--workers N runs N trials at once in worker processes that share the study (--trials is the
+total). The default storage, a journal file, is safe for the workers of one machine; to share a
+sweep across machines, run the same command (same --name) on each with one PostgreSQL URL.
+A killed worker's trial is failed and re-queued once (on a database by its heartbeat).
 """
 from __future__ import annotations
 
@@ -16,14 +19,21 @@ from ..errors import CharlabError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..sweep import DEFAULT_STORAGE  # light: sweep.py imports optuna and torch lazily
+    from ..sweep import DEFAULT_STORAGE, GRACE_BEATS, HEARTBEAT_S  # light: sweep.py imports optuna and torch lazily
 
     p = sub.add_parser("sweep", help="hyperparameter search (Optuna); every trial is a run",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", help="data source to tune on (its validation split ranks and prunes trials)")
-    p.add_argument("--trials", type=int, default=10, help="trials this process runs (default 10)")
+    p.add_argument("--trials", type=int, default=10, help="trials in all, split over the --workers (default 10)")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"Optuna storage URL (default {DEFAULT_STORAGE}; postgresql://… to share across machines)")
+                   help=f"a journal file (default {DEFAULT_STORAGE}) or a database URL: postgresql://… to share "
+                        "across machines; sqlite:///… still opens older sweeps (one process at a time)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="trials run at once, each in its own process (default 1)")
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, metavar="S",
+                   help=f"database storages: seconds between a trial's heartbeats; {GRACE_BEATS} missed = its worker "
+                        f"is dead (default {HEARTBEAT_S})")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
+    p.add_argument("--base-config", help=argparse.SUPPRESS)  # the parent's base config (JSON) for --worker
     p.add_argument("--name", help="study name; an existing one is continued (default: sweep-MODEL-TIMESTAMP)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the recipe's)")
     p.add_argument("--model", help="model to tune (default: the recipe's)")
@@ -65,13 +75,30 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.source:
         raise CharlabError("--source is required (a folder, zip, csv, synthetic, mnist:DIR, …)")
+    if args.worker:
+        return _worker(args)
     bar = _TqdmProgress(enabled=sys.stderr.isatty() and not args.json, stream=sys.stderr)
     try:
         res = run_sweep(args.source, args.trials, storage=args.storage, name=args.name, epochs=args.epochs,
                         model=args.model, base=get_recipe(args.recipe), root=args.root, seed=args.seed,
-                        tune_model=not args.no_model_options, progress=bar,
-                        log=bar.write if not args.json else (lambda line: print(line, file=sys.stderr)))
+                        tune_model=not args.no_model_options, workers=args.workers, heartbeat_s=args.heartbeat,
+                        progress=bar, log=bar.write if not args.json else (lambda line: print(line, file=sys.stderr)))
     finally:
         bar.close()
     _print_result(res, args.json, args.ensemble)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """One of --workers' processes: join the named study and run --trials trials of it, quietly."""
+    from ..config import TrainConfig, from_dict
+    from ..sweep import work_on
+
+    if not (args.name and args.base_config):
+        raise CharlabError("--worker is started by --workers N, with the study's --name and a --base-config")
+    with open(args.base_config) as f:
+        base = from_dict(TrainConfig, json.load(f))
+    work_on(args.name, args.storage, base, args.trials, root=args.root, seed=args.seed,
+            tune_model=not args.no_model_options, heartbeat_s=args.heartbeat,
+            log=lambda line: print(line, file=sys.stderr, flush=True))
     return 0
