@@ -354,6 +354,25 @@ def images_row(images: list[np.ndarray], captions: list[str], px: int = 96) -> N
     st.image(ims, caption=captions, width=px * ims[0].shape[1] // ims[0].shape[0])
 
 
+@st.cache_resource(max_entries=4, show_spinner="Learning the model's look-alike classes…")
+def lookalikes(ref: str, mtime: float):
+    """The model's look-alike groups: stored in its checkpoint, else learned from its confusion on
+    its own validation split (cached on disk like any interpretation), else charlab's fallback list."""
+    from charlab import lookalike
+
+    pred = predictor(ref, mtime)
+    if pred.lookalikes is not None:
+        return pred.lookalikes
+    try:
+        val = interpretation(ref, mtime, cfg_key(pred.data_config_for(None)), "val")
+    except (CharlabError, KeyError, AttributeError):
+        val = None  # its data is not on this machine (or has no validation split)
+    if val is None or val.n == 0:
+        return lookalike.fallback(pred.classes)
+    return lookalike.learn(val.probs, val.targets, val.classes,
+                           source=f"learned from its validation confusion, {val.n:,} images")
+
+
 def fmt_duration(seconds: Optional[float]) -> str:
     if seconds is None:
         return ""

@@ -54,8 +54,9 @@ def align_to_classes(dataset, classes: list[str]) -> tuple[np.ndarray, np.ndarra
         raise DataError(f"no images to evaluate in {getattr(dataset, 'source', '') or 'this split'}")
     if list(dataset.classes) == list(classes):
         return np.arange(len(labels)), labels.astype(np.int64), ""
-    pos = {c: i for i, c in enumerate(classes)}
-    lut = np.array([pos.get(c, -1) for c in dataset.classes], dtype=np.int64)
+    from .data.classes import class_lookup
+
+    lut = class_lookup(dataset.classes, classes)
     mapped = lut[labels] if len(labels) else labels.astype(np.int64)
     keep = np.flatnonzero(mapped >= 0)
     unknown = [c for c, j in zip(dataset.classes, lut) if j < 0 and (labels == dataset.classes.index(c)).any()]
@@ -220,12 +221,57 @@ class Interpretation:
         return metrics.topk_accuracy(self.probs, self.targets, k)
 
     def macro_f1(self) -> float:
-        return metrics.macro_f1(self.targets, self.preds, self.num_classes)
+        """Mean F1 over the classes PRESENT in the data. A class the model predicts but the data
+        lacks adds no 0 to the mean; those predictions still lower their true class's recall."""
+        _, _, f1, support = metrics.precision_recall_f1(self.confusion_matrix())
+        return float(f1[support > 0].mean()) if (support > 0).any() else float("nan")
+
+    def absent_predictions(self) -> int:
+        """Images predicted as a class the data does not hold (all of them errors)."""
+        absent = np.ones(self.num_classes, bool)
+        absent[self.present()] = False
+        return int(absent[self.preds].sum()) if self.n else 0
+
+    def restricted(self) -> "Interpretation":
+        """The same predictions restricted to the data's classes: the probabilities of absent
+        classes are dropped and the rest renormalised (a 62-class model read as a digit model)."""
+        keep = np.zeros(self.num_classes, bool)
+        keep[self.present()] = True
+        p = np.where(keep[None, :], self.probs, 0.0).astype(np.float32)  # N×C
+        total = p.sum(axis=1, keepdims=True)
+        p = np.divide(p, total, out=np.full_like(p, 1.0 / max(int(keep.sum()), 1)) * keep, where=total > 0)
+        out = Interpretation(probs=p, targets=self.targets, classes=self.classes, split_name=self.split_name,
+                             dataset=self.dataset, predictor=self.predictor, model_name=self.model_name,
+                             notes=self.notes + [f"predictions restricted to the data's {int(keep.sum())} classes"],
+                             from_cache=self.from_cache, source_index=self.source_index)
+        for k in ("_ref", "_device"):
+            if hasattr(self, k):
+                setattr(out, k, getattr(self, k))
+        return out
+
+    def lookalikes(self):
+        """Look-alike groups learned from this split's own soft confusion (charlab.lookalike)."""
+        from . import lookalike
+
+        return lookalike.learn(self.probs, self.targets, self.classes,
+                               source=f"learned from the confusion on {self.split_name or 'this split'} "
+                                      f"({self.n} images)")
+
+    def case_insensitive_accuracy(self, lookalikes=None) -> float:
+        """Accuracy when a prediction inside the true class's look-alike group counts as right."""
+        from . import lookalike
+
+        la = lookalikes if lookalikes is not None else self.lookalikes()
+        return lookalike.grouped_accuracy(self.targets, self.preds, self.classes, la.groups)
 
     def confusion_matrix(self, normalize: bool | str = False) -> np.ndarray:
         """C×C, rows = true class, columns = predicted. normalize="true": each row sums to 1 (0 for empty rows)."""
         cm = metrics.confusion_matrix(self.targets, self.preds, self.num_classes)
         if not normalize:
+    def present(self) -> np.ndarray:
+        """Indices of the classes the data holds (at least one image)."""
+        return np.flatnonzero(np.bincount(self.targets, minlength=self.num_classes) > 0)
+
             return cm
         if normalize != "true":
             raise ValueError(f"normalize must be False or 'true', got {normalize!r}")
@@ -233,15 +279,15 @@ class Interpretation:
         return np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
 
     def per_class(self) -> pd.DataFrame:
-        """One row per class present (in the data or the predictions), indexed by class index.
-        The mean of its f1 column is macro_f1()."""
+        """One row per class present in the data, indexed by class index. The mean of its f1
+        column is macro_f1(); `predicted` counts the images predicted as that class."""
         cm = self.confusion_matrix()
         precision, recall, f1, support = metrics.precision_recall_f1(cm)
         predicted = cm.sum(axis=0)
         df = pd.DataFrame({"class": self.classes, "precision": precision, "recall": recall, "f1": f1,
                            "support": support.astype(np.int64), "predicted": predicted.astype(np.int64)})
         df.index.name = "class_idx"
-        return df[(df.support > 0) | (df.predicted > 0)]
+        return df[df.support > 0]
 
     def most_confused(self, min_count: int = 1) -> pd.DataFrame:
         """Off-diagonal cells with at least `min_count` images, most frequent first."""
@@ -374,6 +420,8 @@ class Interpretation:
 
     def report(self, top_pairs: int = 20) -> dict:
         """summary() + per_class + most_confused as JSON-able lists (what `charlab eval --json` prints)."""
+            "classes_present": int(len(self.present())),
+            "absent_predictions": self.absent_predictions(),
         per_class = self.per_class().reset_index(drop=True)
         pairs = self.most_confused().head(top_pairs)[["true", "predicted", "count"]]
         return {**self.summary(),

@@ -14,6 +14,7 @@ sessions, so nothing here mutates the models after loading (saliency included).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import DataConfig, TrainConfig
+from .data.classes import class_lookup
 from .errors import CheckpointError, DataError
 
 Ref = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -95,6 +97,17 @@ def file_fingerprint(path: str | os.PathLike) -> str:
                 remaining -= len(chunk)
         _HASH_MEMO[key] = h.hexdigest()
     return _HASH_MEMO[key]
+@dataclass(frozen=True)
+class Explanation:
+    """One image through the model (Predictor.explain)."""
+
+    image: np.ndarray  # H×W uint8, ink bright on dark: what the model saw
+    probs: np.ndarray  # C probabilities in Predictor.classes order (averaged over members)
+    top: list[tuple[str, float]]  # the top-k (label, probability), most likely first
+    cam: np.ndarray  # H×W in [0,1]: Grad-CAM of the top class
+    class_idx: int  # index of the top class
+
+
 
 
 @dataclass
@@ -108,6 +121,8 @@ class Predictor:
     config: TrainConfig  # the (first) member's full training config
     paths: list[Path] = field(default_factory=list)  # checkpoint file per member
     device: torch.device = torch.device("cpu")
+    # Look-alike groups the (first) checkpoint stores (charlab.lookalike); None for older ones.
+    lookalikes: Optional[object] = None
     # Per member: index that reorders its class axis to `classes`, or None when already aligned.
     perms: list[Optional[torch.Tensor]] = field(default_factory=list)
 
@@ -140,7 +155,8 @@ class Predictor:
         """
         if source is None or source == self.data_config.source:
             return replace(self.data_config)
-        return replace(self.data_config, source=source, test_source=None)
+        # label overrides are keyed by the training source's own paths: they do not follow to another source
+        return replace(self.data_config, source=source, test_source=None, labels=None)
 
     # --- images -> model input -------------------------------------------------------
     def prepare(self, pil_image) -> np.ndarray:
@@ -201,6 +217,29 @@ class Predictor:
         """Raw PIL images (any size, mode or polarity) -> per image the top-k (label, prob)."""
         if not len(pil_images):
             return []
+    # --- one image, everything the Draw page shows --------------------------------------
+    def explain(self, image, top_k: int = 5) -> "Explanation":
+        """A raw image -> what the model saw, its probabilities, top-k and Grad-CAM of the top
+        class, from ONE preparation and one forward pass per member (the Grad-CAM gradients
+        come from that same pass)."""
+        from . import saliency
+
+        seen = self.prepare(image)  # H×W uint8
+        x = saliency.as_input(seen).to(self.device)  # 1×1×H×W float in [0,1]
+        with contextlib.ExitStack() as stack:
+            passes = [stack.enter_context(saliency.cam_forward(m, x)) for m in self.models]
+            probs = None
+            for (logits, _), perm in zip(passes, self.perms):
+                p = torch.softmax(logits.float(), dim=1)[0]  # C, in that member's class order
+                p = p if perm is None else p[perm]
+                probs = p if probs is None else probs + p
+            probs = (probs / len(self.models)).cpu().numpy()  # C
+            c = int(probs.argmax())
+            maps = [cam(c if perm is None else int(perm[c])) for (_, cam), perm in zip(passes, self.perms)]
+        m = np.mean(maps, axis=0)
+        return Explanation(image=seen, probs=probs, top=self.topk(probs[None], top_k)[0],
+                           cam=m / m.max() if m.max() > 0 else m, class_idx=c)
+
         return self.topk(self.probs(self.prepare_batch(pil_images)), top_k)
 
     # --- saliency, averaged over members ---------------------------------------------
@@ -226,6 +265,7 @@ def _short_name(p: Path) -> str:
     return f"{run.name}/{p.name}" if run is not None else p.name
 
 
+    from . import lookalike
 def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:
     """A run directory, checkpoint file, "a+b" ensemble string or list of those -> Predictor."""
     from .checkpoint import load_checkpoint
@@ -250,8 +290,7 @@ def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:
         perms.append(torch.tensor([pos[c] for c in classes], device=device))
         # Same classes in another order: reorder that member's outputs rather than refuse.
     for p, ck in zip(paths[1:], ckpts[1:]):
-        a = {f: getattr(first.config.data, f) for f in _PREPROCESS_FIELDS}
-        b = {f: getattr(ck.config.data, f) for f in _PREPROCESS_FIELDS}
+        a, b = first.config.data.preprocessing(), ck.config.data.preprocessing()  # members must agree
         if a != b or tuple(ck.input_shape) != tuple(first.input_shape):
             diff = {f: (a[f], b[f]) for f in a if a[f] != b[f]}
             raise CheckpointError(f"ensemble members must preprocess images alike: {p} differs from "

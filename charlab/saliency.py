@@ -84,12 +84,11 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@_kind("grad_cam", "Grad-CAM")
-def grad_cam(model: nn.Module, x, class_idx: int | None = None, layer: nn.Module | None = None) -> np.ndarray:
-    """Grad-CAM on `model.cam_layer` (or `layer`) for `class_idx` (default: the predicted class).
-
-    x: 1×1×H×W float in [0,1] (or anything `as_input` takes). Returns H×W in [0,1].
-    """
+@contextlib.contextmanager
+def cam_forward(model: nn.Module, x, layer: nn.Module | None = None):
+    """One forward pass that Grad-CAM can use afterwards: yields (logits 1×C, cam) where
+    `cam(class_idx)` is the H×W Grad-CAM map in [0,1] for any class, without another forward.
+    Top-k and saliency from the same pass (Predictor.explain)."""
     layer = layer if layer is not None else getattr(model, "cam_layer", None)
     if layer is None:
         raise ValueError(f"{type(model).__name__} has no cam_layer; pass layer= explicitly")
@@ -113,18 +112,31 @@ def grad_cam(model: nn.Module, x, class_idx: int | None = None, layer: nn.Module
         if not captured:
             raise RuntimeError(f"cam_layer of {type(model).__name__} was not run by the forward pass")
         acts = captured[-1]  # 1×K×h'×w' (a module called twice: its last call is nearest the head)
-        c = int(logits[0].argmax()) if class_idx is None else int(class_idx)
-        (grads,) = torch.autograd.grad(logits[0, c], acts)  # 1×K×h'×w'
-    if acts.dim() != 4:
-        raise RuntimeError(f"cam_layer output must be 1×K×h×w, got {tuple(acts.shape)}")
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # 1×K×1×1: global-average-pooled gradients
-    cam = (weights * acts).sum(dim=1, keepdim=True).detach()  # 1×1×h'×w'
-    pos = F.relu(cam)
-    # An untrained or saturated model can have negative evidence everywhere; the ReLU'd map is
-    # then all zero, so show the magnitude instead of a blank overlay.
-    cam = pos if pos.max() > 0 else cam.abs()
-    cam = F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)  # 1×1×H×W
-    return _normalise(cam[0, 0])
+        if acts.dim() != 4:
+            raise RuntimeError(f"cam_layer output must be 1×K×h×w, got {tuple(acts.shape)}")
+
+        def cam(class_idx: int) -> np.ndarray:
+            (grads,) = torch.autograd.grad(logits[0, int(class_idx)], acts, retain_graph=True)  # 1×K×h'×w'
+            weights = grads.mean(dim=(2, 3), keepdim=True)  # 1×K×1×1: global-average-pooled gradients
+            m = (weights * acts).sum(dim=1, keepdim=True).detach()  # 1×1×h'×w'
+            pos = F.relu(m)
+            # An untrained or saturated model can have negative evidence everywhere; the ReLU'd map is
+            # then all zero, so show the magnitude instead of a blank overlay.
+            m = pos if pos.max() > 0 else m.abs()
+            m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)  # 1×1×H×W
+            return _normalise(m[0, 0])
+
+        yield logits.detach(), cam
+
+
+@_kind("grad_cam", "Grad-CAM")
+def grad_cam(model: nn.Module, x, class_idx: int | None = None, layer: nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM on `model.cam_layer` (or `layer`) for `class_idx` (default: the predicted class).
+
+    x: 1×1×H×W float in [0,1] (or anything `as_input` takes). Returns H×W in [0,1].
+    """
+    with cam_forward(model, x, layer) as (logits, cam):
+        return cam(int(logits[0].argmax()) if class_idx is None else int(class_idx))
 
 
 @_kind("input_gradient", "input gradient")

@@ -221,3 +221,87 @@ def test_saliency_maps_for_every_model(name):
     assert not model.cam_layer._forward_hooks
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# --- evaluation across datasets: the classes present, restriction, look-alikes ----------
+
+def test_macro_f1_runs_over_the_classes_present_and_restriction_by_hand():
+    """A 4-class model on data holding only a and b (a digit set read by a 62-class model, in small).
+    Predictions into the absent classes c, d are errors of a or b but add no F1 term of their own."""
+    classes = ["a", "b", "c", "d"]
+    targets = [0, 0, 0, 1, 1, 1]
+    probs = [[.9, .05, .03, .02],  # a -> a
+             [.3, .1, .6, .0],     # a -> c (absent); restricted: a (.3 vs .1)
+             [.1, .5, .4, .0],     # a -> b, stays b
+             [.1, .8, .1, .0],     # b -> b
+             [.05, .35, .0, .6],   # b -> d (absent); restricted: b
+             [.6, .3, .1, .0]]     # b -> a, stays a
+    it = Interpretation(probs=np.array(probs), targets=np.array(targets), classes=classes)
+    assert it.preds.tolist() == [0, 2, 1, 1, 3, 0] and it.present().tolist() == [0, 1]
+    # a: tp 1, predicted as a 2 (rows 0, 5), support 3 -> P 1/2, R 1/3, F1 0.4
+    # b: tp 1, predicted as b 2 (rows 2, 3), support 3 -> P 1/2, R 1/3, F1 0.4
+    assert it.macro_f1() == pytest.approx(0.4)  # not (0.4 + 0.4 + 0 + 0) / 4 = 0.2
+    assert it.accuracy() == pytest.approx(2 / 6) and it.absent_predictions() == 2
+    assert it.per_class()["class"].tolist() == ["a", "b"]
+    assert it.per_class()["f1"].mean() == pytest.approx(it.macro_f1())
+    r = it.restricted()
+    assert r.preds.tolist() == [0, 0, 1, 1, 1, 0] and r.absent_predictions() == 0
+    assert np.allclose(r.probs.sum(1), 1) and (r.probs[:, 2:] == 0).all()
+    # a: tp 2 (rows 0, 1), predicted a 3 (0, 1, 5) -> P 2/3, R 2/3; b: tp 2 (3, 4), predicted b 3 -> same
+    assert r.accuracy() == pytest.approx(4 / 6) and r.macro_f1() == pytest.approx(2 / 3)
+    assert r.probs[1].tolist() == pytest.approx([.75, .25, 0, 0])
+
+
+def test_lookalike_groups_are_learned_from_soft_confusion():
+    from charlab import lookalike
+
+    classes = ["0", "C", "O", "c", "o", "x"]
+    rng = np.random.default_rng(0)
+    rows, targets = [], []
+    mates = {"C": "c", "c": "C", "O": "o", "o": "O", "0": "O"}
+    for k, c in enumerate(classes):
+        for _ in range(20):
+            p = np.full(len(classes), 0.01)
+            p[k] = 0.6 if c in mates else 0.95
+            if c in mates:
+                p[classes.index(mates[c])] = 0.35
+            rows.append(p / p.sum())
+            targets.append(k)
+    la = lookalike.learn(np.array(rows), np.array(targets), classes)
+    # c/C link both ways; 0 leans on O only one way, but (0.34 + 0.01) / 2 still passes 0.12
+    assert la.groups == [["0", "O", "o"], ["C", "c"]]
+    g = la.index(classes)
+    assert g[classes.index("c")] == g[classes.index("C")] != g[classes.index("x")]
+    # grouped accuracy: c read as C counts, x read as c does not
+    t = [classes.index(c) for c in "cCxo"]
+    p = [classes.index(c) for c in "CCc0"]
+    assert lookalike.grouped_accuracy(t, p, classes, la.groups) == pytest.approx(3 / 4)
+    assert lookalike.Lookalikes.from_dict(la.to_dict()).groups == la.groups
+
+
+def test_grouped_top_names_twins_only_when_they_share_the_probability():
+    from charlab import lookalike
+
+    classes = ["C", "c", "x"]
+    la = lookalike.Lookalikes(groups=[["C", "c"]], source="test")
+    g = lookalike.grouped_top(np.array([.42, .51, .07]), classes, la)
+    assert g.label == "c or C" and g.prob == pytest.approx(.93) and g.split == [("c", .51), ("C", .42)]
+    lone = lookalike.grouped_top(np.array([.95, .03, .02]), classes, la)
+    assert lone.label == "C" and lone.split == [("C", .95)]
+    assert lookalike.grouped_top(np.array([.1, .1, .8]), classes, la).label == "x"
+
+
+def test_twin_order_puts_case_twins_side_by_side():
+    from charlab.data.classes import CHARS62
+    from charlab.lookalike import twin_order
+
+    order = [CHARS62[k] for k in twin_order(list(CHARS62))]
+    assert "".join(order[:14]) == "0123456789AaBb" and order[-2:] == ["Z", "z"]
+
+
+def test_fallback_groups_keep_only_the_models_classes():
+    from charlab.lookalike import fallback
+
+    la = fallback(list("0123456789"))
+    assert la.groups == [] and "built-in" in la.source
+    assert ["0", "O", "o"] in fallback(list("0Oo1Iil")).groups

@@ -237,3 +237,25 @@ def test_single_image_latency_is_measured_not_asserted(shapes_run):
         top = pred.predict_images([im], top_k=5)
     print(f"predict one 400x400 drawing: {(time.perf_counter() - t) / 10 * 1000:.1f} ms")
     assert top[0][0][0] == "ring"
+
+
+def test_explain_is_one_forward_pass_with_the_same_answers(shapes_run, tmp_path):
+    """The Draw page's call: one preparation and one forward pass per member give the same
+    top-k, probabilities and Grad-CAM as the separate calls (which take three passes)."""
+    run, _ = shapes_run
+    img = draw_shape("ring", np.random.default_rng(7), size=(280, 280), ink=255, paper=0, mode="RGB")
+    for ref in (run / "best.pt", [run / "best.pt", run / "last.pt"]):
+        pred = load_predictor(ref)
+        calls = []
+        hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in pred.models]
+        try:
+            ex = pred.explain(img, top_k=3)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert len(calls) == len(pred.models)  # one pass per member, top-k and Grad-CAM together
+        assert ex.top[0][0] == "ring" and [c for c, _ in ex.top] == [c for c, _ in pred.predict_images([img], 3)[0]]
+        assert np.array_equal(ex.image, pred.prepare(img))
+        assert np.allclose(ex.probs, pred.probs(pred.prepare_batch([img]))[0], atol=1e-6)
+        assert np.allclose(ex.cam, pred.saliency(np.array(ex.image), "grad_cam"), atol=1e-5)
+        assert ex.class_idx == pred.classes.index("ring")

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from ..errors import CharlabError
@@ -42,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictions", type=int, default=50, help="predictions timed per method")
     p.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
     p.add_argument("--no-pages", action="store_true", help="skip the per-page first-run figures")
+    p.add_argument("--errors-clicks", type=int, default=10,
+                   help="confusion-matrix cell clicks timed on the Errors page in the browser (0: skip)")
+    p.add_argument("--only-browser", action="store_true",
+                   help="only the browser's click-to-result figures (no cold starts, pages or latency)")
 
 
 def _wall(cmd: list[str], timeout: float = 180) -> float:
@@ -81,44 +83,41 @@ print(json.dumps(out))
 
 
 def _browser_cold_start(timeout: float = 120) -> float | None:
-    chromium = "/usr/bin/chromium"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
+    from . import _browser
+
+    if not _browser.available():
         return None
-    if not Path(chromium).exists():
-        return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    from playwright.sync_api import sync_playwright
+
+    port = _browser.free_port()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=args, headless=True)
+        browser = pw.chromium.launch(executable_path=_browser.CHROMIUM, args=_browser.CHROMIUM_ARGS, headless=True)
         page = browser.new_page()
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                                 "--server.port", str(port), "--server.address", "127.0.0.1",
-                                 "--browser.gatherUsageStats", "false"], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = _browser.start_server(port)
         try:
             url = f"http://127.0.0.1:{port}"
-            while True:
-                try:
-                    if urllib.request.urlopen(url + "/_stcore/health", timeout=1).status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.05)
-                if time.perf_counter() - t0 > timeout or proc.poll() is not None:
-                    raise CharlabError("streamlit run did not start for the browser cold-start measurement")
+            _browser.wait_healthy(url, proc, t0, timeout)
             page.goto(url)
-            page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning] h1",
-                                   timeout=timeout * 1000)
+            page.wait_for_selector(_browser.IDLE + " h1", timeout=timeout * 1000)
             return time.perf_counter() - t0
         finally:
             proc.terminate()
             proc.wait(10)
             browser.close()
+
+
+def _browser_interactions(args: argparse.Namespace) -> dict:
+    """Click-to-result figures in the browser: the Errors page's confusion-matrix cell clicks."""
+    from . import _browser
+
+    if not _browser.available() or args.errors_clicks <= 0:
+        return {}
+    out = {}
+    with _browser.app_page() as (url, page):
+        for k, v in _browser.errors_cell_clicks(page, url, args.errors_clicks).items():
+            out[f"errors_cell_click_{k}"] = v
+    return out
 
 
 def _drawing():
@@ -179,6 +178,8 @@ def _latency(checkpoint: str, n: int) -> dict:
 def run(args: argparse.Namespace) -> dict:
     py = sys.executable
     res: dict = {"machine": f"{os.cpu_count()}-core CPU", "python": sys.version.split()[0]}
+    if args.only_browser:
+        return {**res, **_browser_interactions(args)}
     res["import_streamlit_s"] = round(statistics.median(
         _wall([py, "-c", "import streamlit"]) for _ in range(args.repeats)), 3)
     res["apptest_landing_s"] = round(statistics.median(
@@ -188,6 +189,7 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_browser:
         times = [t for t in (_browser_cold_start() for _ in range(args.repeats)) if t is not None]
         res["browser_cold_start_s"] = round(statistics.median(times), 3) if times else None
+        res.update(_browser_interactions(args))
     if not args.no_pages:
         import json
 

@@ -78,3 +78,13 @@ def label_names(values: Iterable) -> dict:
     else:
         return {v: str(v) for v in vals}
     return {v: table[v] for v in vals}
+
+
+def class_lookup(source: Iterable[str], target: Iterable[str]) -> "np.ndarray":
+    """Index map between two class lists BY NAME: lookup[i] is the position of source[i] in
+    `target`, or -1 when `target` lacks it. The one place that aligns class orders (a test split
+    to its train split, a dataset to a model, an ensemble member to the first)."""
+    import numpy as np
+
+    pos = {c: i for i, c in enumerate(target)}
+    return np.array([pos.get(c, -1) for c in source], dtype=np.int64)

@@ -11,6 +11,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ._registry import Progress
 from .dataset import CharDataset
+from .classes import class_lookup
 from .sources import load_source, load_test_source
 
 
@@ -52,14 +53,13 @@ def align_classes(ds: CharDataset, classes: list[str], what: str = "test") -> Ch
     """Relabel `ds` onto `classes` by name (the test split must speak the train split's class list)."""
     if list(ds.classes) == list(classes):
         return ds
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = [c for c in ds.classes if c not in index]
+    lookup = class_lookup(ds.classes, classes)
+    unknown = [c for c, j in zip(ds.classes, lookup) if j < 0]
     if unknown:
         shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise DataError(f"the {what} data ({ds.source}) has {len(unknown)} classes that the training data does not: "
                         f"{shown}")
-    lookup = torch.tensor([index[c] for c in ds.classes], dtype=torch.int64)
-    return CharDataset(images=ds.images, labels=lookup[ds.labels], classes=list(classes), paths=ds.paths,
+    return CharDataset(images=ds.images, labels=torch.from_numpy(lookup)[ds.labels], classes=list(classes), paths=ds.paths,
                        skipped=ds.skipped, source=ds.source, info=ds.info, hashes=ds.hashes)
 
 
