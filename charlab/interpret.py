@@ -70,15 +70,22 @@ def align_to_classes(dataset, classes: list[str]) -> tuple[np.ndarray, np.ndarra
     return keep, mapped[keep], note
 
 
-def load_split(predictor, source: str | None, split: str = "test", progress=None):
+def load_split(predictor, source: str | None, split: str = "test", progress=None, labels: str | None = "model"):
     """Load `split` (train | val | test) of `source` with the checkpoint's preprocessing and split
     seed. Returns (CharDataset, notes). Labels are still in the SOURCE's class order: building an
-    Interpretation maps them onto the model's classes by name."""
+    Interpretation maps them onto the model's classes by name.
+
+    `labels`: the label override file applied to the source's training data (charlab.labels);
+    "model" keeps the one the model was trained with (None for another source)."""
     from .data import load_splits
 
     if split not in ("train", "val", "test"):
         raise CharlabError(f"split must be train, val or test, got {split!r}")
     cfg = predictor.data_config_for(source)
+    if labels != "model":
+        cfg.labels = labels
+    elif cfg.labels and not os.path.isfile(cfg.labels):  # trained elsewhere with a file not here: raw labels
+        cfg.labels = None
     if split == "test" and source is not None and source != predictor.data_config.source:
         # Another source asked for its test split: its own test part when it has one (a sibling
         # testPart1.zip, a test/ folder), otherwise all of it -- e.g. `--source testPart1.zip`.

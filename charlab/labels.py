@@ -60,6 +60,17 @@ def default_path_for(source: str) -> Path:
     return user_data_dir() / "labels" / f"{stem}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}.json"
 
 
+def resolve(value: Optional[str], source: str) -> Optional[str]:
+    """A `--labels` value -> the override file to use: "auto" is the source's own file
+    (`default_path_for`) when it exists, else None; "none" or "" is None; a path stays a path."""
+    if value is None or value.strip().lower() in ("", "none"):
+        return None
+    if value.strip().lower() == "auto":
+        p = default_path_for(source)
+        return str(p) if p.is_file() else None
+    return value
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -272,6 +283,8 @@ def apply(dataset, overrides: Union[LabelOverrides, str, os.PathLike, None]):
     if overrides is None:
         return dataset, LabelReport()
     if not isinstance(overrides, LabelOverrides):
+        if not Path(overrides).expanduser().is_file():  # a typo must not silently train on the raw labels
+            raise CharlabError(f"label override file {overrides} does not exist")
         overrides = LabelOverrides.load(overrides)
     report = LabelReport(file=str(overrides.path or ""), entries=len(overrides))
     if not len(overrides):

@@ -17,7 +17,7 @@ kind it holds.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -43,13 +43,19 @@ class SuspectReport:
     thresholds: Optional[np.ndarray] = None  # C per-class self-confidence thresholds
     n: int = 0  # samples analysed
     accuracy: float = float("nan")  # share of samples whose most probable class is the given label
+    diagnosis: Optional["Diagnosis"] = None  # what is wrong with the labels (audit() fills it)
+    reference: Optional[str] = None  # the reference model that scored the images (None: out of fold / in sample)
+    source: str = ""  # the data source audited
 
     def to_dict(self, limit: int | None = None) -> dict:
         """JSON-able (what `charlab suspects --json` prints)."""
         sus = self.suspects if limit is None else self.suspects.head(limit)
-        return {
+        extra = [k for k in ("source_path", "hash") if k in sus.columns]
+        out = {
+            "source": self.source,
+            "reference": self.reference,
             "suspects": [{"path": r["path"], "given": r["given"], "likely": r["likely"], "score": float(r["score"]),
-                          "index": int(r["index"])} for r in sus.to_dict("records")],
+                          "index": int(r["index"]), **{k: r[k] for k in extra}} for r in sus.to_dict("records")],
             "pairs": [{k: (v if isinstance(v, str) else int(v)) for k, v in r.items()}
                       for r in self.pairs.to_dict("records")],
             "share": float(self.share),
@@ -59,6 +65,10 @@ class SuspectReport:
             "in_sample": bool(self.in_sample),
             "note": self.note,
         }
+        if self.diagnosis is not None:
+            out["diagnosis"] = self.diagnosis.to_dict()
+            out["classes"] = self.diagnosis.classes.to_dict("records")
+        return out
 
 
 def find_suspects(probs, labels, classes: Sequence[str], paths: Optional[Sequence[str]] = None,
@@ -210,3 +220,267 @@ def in_sample_probs(config, dataset, progress: Optional[Progress] = None) -> np.
     tr, va = _val_split(dataset, np.arange(len(dataset)), config.data.val_fraction, config.seed)
     return _train_and_predict(config, dataset.subset(tr), dataset.subset(va) if len(va) else None, dataset,
                               _fold_progress(progress, 0, 1))
+
+
+
+# --------------------------------------------------------------------------------------------
+# Diagnosis: what is wrong with the labels, in words
+
+DIAGNOSES = ("clean", "noisy", "swapped", "scrambled", "complementary")
+SWAP_SHARE = 0.6  # a class "looks like" another when at least this share of its images does...
+SWAP_OWN = 0.25  # ...and at most this share looks like itself (P/p look-alikes sit near 0.5/0.5)
+# Agreement with the given labels over the agreement expected if labels ignored content:
+# ~1 when labels are unrelated to the images, far below 1 when they avoid the true class.
+SCRAMBLED_RATIO = 2.0
+COMPLEMENTARY_RATIO = 0.35
+# Estimated share of wrong labels above which scattered errors are called `noisy`. A reference that
+# never saw the data disagrees more on clean data (Chars74K with the synthetic-only model: 17%,
+# mostly look-alikes; 37% with 20% noise added); an out-of-fold model much less.
+NOISY_SHARE = {"reference": 0.25, "out-of-fold": 0.12}
+# Out of fold, without a reference (charlab.complementary): labels that follow the images' own
+# groups less than this are not the model's fault; avoidance below AVOIDS marks complementary ones.
+CONSISTENT = 0.4
+AVOIDS = 0.25
+
+
+@dataclass
+class Diagnosis:
+    kind: str  # one of DIAGNOSES
+    text: str  # one plain sentence
+    classes: pd.DataFrame  # per given class: given, n, likely, share (of its images that look like likely), own
+    likely: np.ndarray  # N: recovered label index per image, -1 where the diagnosis gives none
+    swaps: list = field(default_factory=list)  # [{"classes": [a, b, ...], "counts": [...], "sizes": [...]}]
+    evidence: dict = field(default_factory=dict)  # the numbers the kind was decided on
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "swaps": self.swaps, "evidence": self.evidence}
+
+
+def class_mapping(reading: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """given × read counts (C×C) and, per given class, what its images most likely are."""
+    c = len(classes)
+    m = np.zeros((c, c), dtype=np.int64)
+    np.add.at(m, (labels, reading), 1)
+    n = m.sum(axis=1)
+    top = m.argmax(axis=1)
+    rows = [{"given": classes[g], "n": int(n[g]), "likely": classes[top[g]],
+             "share": float(m[g, top[g]] / n[g]), "own": float(m[g, g] / n[g])} for g in range(c) if n[g]]
+    return m, pd.DataFrame(rows, columns=["given", "n", "likely", "share", "own"])
+
+
+def _cycles(m: np.ndarray) -> list[list[int]]:
+    """Classes whose images mostly look like another class, chained into cycles (a swap is a 2-cycle)."""
+    n = m.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = m / n[:, None]
+    target = {}
+    for g in np.flatnonzero(n):
+        t = int(m[g].argmax())
+        if t != g and share[g, t] >= SWAP_SHARE and share[g, g] <= SWAP_OWN:
+            target[int(g)] = t
+    cycles, seen = [], set()
+    for start in target:
+        path, g = [], start
+        while g in target and g not in path and g not in seen:
+            path.append(g)
+            g = target[g]
+        if g in path:  # closed: the part from g on is a cycle
+            cyc = path[path.index(g):]
+            cycles.append(cyc)
+            seen.update(cyc)
+        seen.update(path)
+    return sorted(cycles, key=lambda cyc: -sum(m[a, target[a]] for a in cyc))
+
+
+def _swap_text(cyc: list[int], m: np.ndarray, classes: Sequence[str]) -> str:
+    n = m.sum(axis=1)
+    nxt = {a: cyc[(i + 1) % len(cyc)] for i, a in enumerate(cyc)}
+    looks = [f"{m[a, nxt[a]]} of {n[a]} images in {classes[a]} look like {classes[nxt[a]]}" for a in cyc]
+    if len(cyc) == 2:
+        a, b = cyc
+        return f"folders {classes[a]} and {classes[b]} are swapped: {looks[0]} and {looks[1][:-len(classes[a])]}{classes[a]}"
+    names = ", ".join(classes[a] for a in cyc[:-1]) + f" and {classes[cyc[-1]]}"
+    return f"folders {names} are rotated: " + "; ".join(looks)
+
+
+def diagnose(probs, labels, classes: Sequence[str], *, reference: bool, images=None, share: float | None = None,
+             seed: int = 0) -> Diagnosis:
+    """Name what is wrong with the labels: clean, noisy, swapped, scrambled or complementary.
+
+    probs N×C come from a `reference` model that never saw these labels (reference=True), or are
+    out-of-fold probabilities of models trained on them. Out of fold a swap is invisible (the
+    models learn it) and complementary labels look like a weak model; `images` (uint8 N×1×H×W)
+    lets charlab.complementary test the labels against the images' own groups instead.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n, c = probs.shape
+    present = np.bincount(labels, minlength=c) > 0
+    reading = np.where(present[None, :], probs, -1.0).argmax(axis=1)  # N: the model's class among the data's
+    m, mapping = class_mapping(reading, labels, classes)
+    agree = float(np.trace(m) / n) if n else float("nan")
+    expected = float((m.sum(axis=1) * m.sum(axis=0)).sum() / n ** 2) if n else float("nan")  # if labels ignored content
+    ratio = agree / expected if expected > 0 else float("inf")
+    mode = "reference" if reference else "out-of-fold"
+    ev = {"mode": mode, "agreement": agree, "chance_agreement": expected, "ratio": ratio,
+          "share": float(share) if share is not None else None}
+    likely = np.full(n, -1, dtype=np.int64)
+    others = np.where(np.eye(c, dtype=bool)[labels] | ~present[None, :], -1.0, probs)  # N×C: never the given label
+
+    if reference and ratio < COMPLEMENTARY_RATIO:
+        likely = others.argmax(axis=1)
+        return Diagnosis("complementary", _complementary_text(labels, likely, classes, agree, "the reference reads"),
+                         mapping, likely, evidence=ev)
+    if reference and ratio < SCRAMBLED_RATIO:
+        likely = reading
+        return Diagnosis("scrambled", f"the labels look unrelated to the images: the reference agrees with "
+                         f"{agree:.0%} of them, about what chance gives ({expected:.0%}); its own reading is the "
+                         f"best guess of the true labels", mapping, likely, evidence=ev)
+    if reference:
+        cycles = _cycles(m)
+        if cycles:
+            swaps = []
+            for cyc in cycles:
+                nxt = {a: cyc[(i + 1) % len(cyc)] for i, a in enumerate(cyc)}
+                for a in cyc:  # images of a swapped class that the reference reads as its partner
+                    hit = (labels == a) & (reading == nxt[a])
+                    likely[hit] = nxt[a]
+                swaps.append({"classes": [classes[a] for a in cyc], "looks_like": [classes[nxt[a]] for a in cyc],
+                              "counts": [int(m[a, nxt[a]]) for a in cyc], "sizes": [int(m[a].sum()) for a in cyc]})
+            text = _swap_text(cycles[0], m, classes) + (f" (and {len(cycles) - 1} more swap(s))" if len(cycles) > 1 else "")
+            return Diagnosis("swapped", text, mapping, likely, swaps=swaps, evidence=ev)
+
+    if not reference and images is not None and agree < WEAK_ACCURACY:
+        from . import complementary
+
+        av = complementary.recover(images, labels, c, seed=seed)
+        ev.update(consistency=av.consistency, avoidance=av.avoidance)
+        if av.consistency < CONSISTENT and av.avoidance < AVOIDS:
+            return Diagnosis("complementary", _complementary_text(labels, av.recovered, classes, agree,
+                             "grouping the images by likeness gives"), mapping, av.recovered, evidence=ev)
+        if av.consistency < CONSISTENT:
+            return Diagnosis("scrambled", f"the labels look unrelated to the images: models trained on them agree "
+                             f"with {agree:.0%} of the held-out labels (chance: {expected:.0%}), and images that look "
+                             f"alike carry different labels (only {av.consistency:.0%} share their group's most "
+                             f"common label); they cannot be recovered without a reference model (--reference)",
+                             mapping, likely, evidence=ev)
+        weak = (f"; the labels do follow the images' own groups ({av.consistency:.0%} share their group's most common "
+                f"label), so the model is weak: train longer or use a stronger model")
+    elif not reference and agree < WEAK_ACCURACY:
+        weak = "; the model may be too weak to judge the labels: train longer or use a stronger model"
+    else:
+        weak = ""
+    share = float(share) if share is not None else 1.0 - agree
+    kind = "noisy" if share > NOISY_SHARE[mode] else "clean"
+    who = "the reference" if reference else "models that never saw them"
+    if kind == "noisy":
+        off = m - np.diag(np.diag(m))
+        a, b = np.unravel_index(off.argmax(), off.shape)
+        text = (f"about {share:.0%} of the labels look wrong, scattered over many classes ({who} agree"
+                f"{'s' if reference else ''} with {agree:.0%}; the largest group: {off[a, b]} images in "
+                f"{classes[a]} that look like {classes[b]})")
+    else:
+        text = (f"the labels look right: {who} agree{'s' if reference else ''} with {agree:.0%} of them, and "
+                f"about {share:.0%} look wrong")
+        if not reference:
+            text += " (out of fold cannot see whole classes swapped; --reference can)"
+    return Diagnosis(kind, text + weak, mapping, likely, evidence=ev)
+
+
+def _complementary_text(labels, likely, classes, agree: float, how: str) -> str:
+    c = len(classes)
+    row = {}
+    for g in range(c):
+        sel = likely[labels == g]
+        if len(sel):
+            row[classes[g]] = np.bincount(sel, minlength=c)
+    spread = np.mean([(v > 0).sum() for v in row.values()]) if row else 0
+    return (f"almost no image sits in its own class ({agree:.0%} agree with their label): each folder holds "
+            f"about {spread:.0f} other classes but never its own, so the labels say what each image is NOT; "
+            f"{how} the true labels, which are suggested for every image")
+
+
+def audit(probs, dataset, *, reference: Optional[str] = None, in_sample: bool = False, seed: int = 0) -> SuspectReport:
+    """Confident learning plus the diagnosis, over a CharDataset whose labels are audited.
+
+    Where the diagnosis recovers labels (a swap, complementary or scrambled labels), every image it
+    recovers becomes a suspect with `likely` = the recovered label; the others keep confident
+    learning's verdict. The pairs of a diagnosed swap come first.
+    """
+    labels = dataset.labels.numpy()
+    classes = list(dataset.classes)
+    rep = find_suspects(probs, labels, classes, paths=dataset.paths, in_sample=in_sample)
+    diag = diagnose(probs, labels, classes, reference=reference is not None, images=dataset.images,
+                    share=rep.share, seed=seed)
+    probs = np.asarray(probs, dtype=np.float64)
+    sus = rep.suspects
+    rec = np.flatnonzero((diag.likely >= 0) & (diag.likely != labels))
+    if len(rec):
+        lk = diag.likely[rec]
+        if reference is not None:
+            score = probs[rec, lk] - probs[rec, labels[rec]]
+        else:  # out-of-fold models learnt the given labels: the more they avoid the recovered class, the surer
+            score = np.clip(1.0 - (len(classes) - 1) * probs[rec, lk], 0.0, 1.0)
+        new = pd.DataFrame({"index": rec.astype(np.int64),
+                            "path": [dataset.paths[i] for i in rec] if dataset.paths is not None else [f"#{i}" for i in rec],
+                            "given": [classes[k] for k in labels[rec]], "likely": [classes[k] for k in lk],
+                            "score": score, "prob_given": probs[rec, labels[rec]], "prob_likely": probs[rec, lk]})
+        sus = pd.concat([new, sus[~sus["index"].isin(rec)]], ignore_index=True)
+        sus = sus.iloc[np.lexsort((sus["index"].to_numpy(), -sus["score"].to_numpy()))].reset_index(drop=True)
+    rel = dataset.source_paths()
+    sus["source_path"] = [rel[i] for i in sus["index"]] if rel is not None else [None] * len(sus)
+    sus["hash"] = [dataset.hashes[i] for i in sus["index"]] if dataset.hashes is not None else [None] * len(sus)
+    pairs = rep.pairs
+    if diag.swaps and len(pairs):
+        swapped = {frozenset(x) for sw in diag.swaps for x in zip(sw["classes"], sw["looks_like"])}
+        first = np.array([frozenset((g, lk)) in swapped for g, lk in zip(pairs["given"], pairs["likely"])])
+        pairs = pd.concat([pairs[first], pairs[~first]], ignore_index=True)
+    note = rep.note
+    if diag.kind != "clean" and "WARNING" in note and "train longer" not in diag.text:
+        note = note.split("; WARNING")[0]  # the diagnosis found the labels at fault: no "train longer"
+    if reference is not None:
+        note = note.replace(OUT_OF_FOLD_NOTE, f"scores come from the reference {reference}, which never saw these labels")
+    return replace(rep, suspects=sus, pairs=pairs, diagnosis=diag, reference=reference, source=dataset.source,
+                   note=note)
+
+
+def reference_probs(predictor, dataset) -> tuple[np.ndarray, list[str]]:
+    """N×C probabilities of a reference Predictor over the DATA's classes, matched by name.
+
+    A reference with more classes (a 62-class model on digits) has its probabilities restricted to
+    the data's classes and renormalised. Returns (probs, notes)."""
+    where = {c: i for i, c in enumerate(predictor.classes)}
+    known = [c for c in dataset.classes if c in where]
+    if not known:
+        raise CharlabError(f"the reference knows none of the data's classes ({', '.join(dataset.classes[:10])} ...)")
+    raw = predictor.predict_dataset(dataset)  # N×C_ref
+    p = np.zeros((len(dataset), dataset.num_classes), dtype=np.float64)
+    for j, c in enumerate(dataset.classes):
+        if c in where:
+            p[:, j] = raw[:, where[c]]
+    total = p.sum(axis=1, keepdims=True)
+    p = np.divide(p, total, out=np.full_like(p, 1.0 / dataset.num_classes), where=total > 0)
+    notes = []
+    if len(predictor.classes) > len(known):
+        notes.append(f"the reference's {len(predictor.classes)} classes were restricted to the data's {len(known)}")
+    missing = [c for c in dataset.classes if c not in where]
+    if missing:
+        notes.append(f"the reference does not know {len(missing)} of the data's classes ({', '.join(missing[:10])}); "
+                     f"their images can only be read as another class")
+    return p, notes
+
+
+def decisions_from_report(report: dict, min_score: float) -> list[dict]:
+    """The relabel decisions (charlab.labels) for the suspects of a `--json` report scoring >= min_score."""
+    if not isinstance(report, dict) or not isinstance(report.get("suspects"), list):
+        raise CharlabError("not a suspects report: it has no 'suspects' list (make one with `charlab suspects --json`)")
+    out = []
+    for s in report["suspects"]:
+        if s.get("score", 0) < min_score or not s.get("likely") or s.get("likely") == s.get("given"):
+            continue
+        if not s.get("source_path") or not s.get("hash"):
+            raise CharlabError("the report's suspects carry no source_path/hash: make it again with this charlab "
+                               "(`charlab suspects --json --limit 0`)")
+        out.append({"hash": s["hash"], "path": s["source_path"], "action": "relabel", "label": s["likely"],
+                    "given": s["given"]})
+    return out

@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 
 from ..config import DataConfig
+from .labels import add_option as add_labels_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,13 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="synthetic[:opts], a folder/.zip/.csv path, mnist:DIR, emnist:DIR[:split]")
+    add_labels_option(p)
     p.add_argument("--test-source", default=None, help="explicit test source (default: the source's own test split)")
     p.add_argument("--image-size", type=int, default=DataConfig.image_size, help="S: images are S×S (default 28)")
     p.add_argument("--seed", type=int, default=DataConfig.seed, help="split / generation seed (default 0)")
 
 
 def _config(args: argparse.Namespace) -> DataConfig:
-    cfg = DataConfig(source=args.source, test_source=args.test_source, image_size=args.image_size, seed=args.seed)
+    from ..labels import resolve as resolve_labels
+
+    cfg = DataConfig(source=args.source, test_source=args.test_source, image_size=args.image_size, seed=args.seed,
+                     labels=resolve_labels(args.labels, args.source))
     cfg.validate()
     return cfg
 
@@ -85,7 +90,9 @@ def info_dict(cfg: DataConfig, threshold: int | None = None, splits: bool = True
     """Everything `data info` prints, as one JSON-able dict."""
     from ..data import class_stats, load_source, load_splits
 
-    ds = load_source(cfg.source, cfg, split="train", progress=progress)
+    from ..labels import apply as apply_labels
+
+    ds, labels = apply_labels(load_source(cfg.source, cfg, split="train", progress=progress), cfg.labels)
     counts = ds.counts()
     stats = class_stats(counts, ds.classes, threshold=threshold)
     out = {
@@ -98,6 +105,7 @@ def info_dict(cfg: DataConfig, threshold: int | None = None, splits: bool = True
         **{k: v for k, v in stats.to_dict().items() if k not in ("n_images", "n_classes")},
         "skipped": list(ds.skipped),
         "n_skipped": len(ds.skipped),
+        "labels": labels.to_dict() if cfg.labels else None,  # overridden / excluded / stale counts
     }
     if splits:
         sp = load_splits(cfg, progress=progress)
@@ -118,6 +126,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"images   {out['n_images']} in {out['n_classes']} classes, {cfg.image_size}×{cfg.image_size}")
     print(f"per class min {out['min']}, median {out['median']:g}, max {out['max']}, "
           f"imbalance {'inf' if ratio is None else f'{ratio:.2f}'} (max/min)")
+    if out["labels"]:
+        lb = out["labels"]
+        print(f"labels   {lb['overridden']} overridden, {lb['excluded']} excluded ({lb['file']})"
+              + (f", {lb['n_stale']} NOT applied (image gone or changed)" if lb["n_stale"] else ""))
     if "splits" in out:
         s = out["splits"]
         print(f"splits   train {s['train']}, val {s['val']}, test {s['test'] if s['test'] is not None else 'none'}")

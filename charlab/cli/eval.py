@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     p.add_argument("--source", help="data source (default: the one the model was trained on)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="default: test")
+    p.add_argument("--labels", metavar="FILE", help="label override file for the source's training data (default: the "
+                   "one the model trained with; 'none' for the raw labels, 'auto' for the source's own)")
     p.add_argument("--top-pairs", type=positive_int, default=10, metavar="N", help="most confused pairs to list (default 10)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,7 +62,12 @@ def _eval(args: argparse.Namespace) -> int:
     bar = progress_bar(sys.stderr.isatty() and not args.json)
     try:
         predictor = load_predictor(args.run, device=args.device)
-        dataset, notes = load_split(predictor, args.source, args.split, progress=bar)
+        labels = "model"
+        if args.labels is not None:
+            from ..labels import resolve
+
+            labels = resolve(args.labels, predictor.data_config_for(args.source).source)
+        dataset, notes = load_split(predictor, args.source, args.split, progress=bar, labels=labels)
         interp = Interpretation.from_run(args.run, dataset, args.split, predictor=predictor, progress=bar)
     finally:
         if bar is not None:

@@ -1,6 +1,14 @@
-"""`python -m charlab suspects --source SOURCE [--folds K] [--model NAME] [--epochs N] [--json]`
+"""`python -m charlab suspects --source SOURCE [--reference REF] [--folds K] [--labels FILE] [--json]`
 
-Finds labels the model confidently contradicts (confident learning). With --folds K >= 2
+Says what is wrong with the labels (diagnosis: clean, noisy, swapped, scrambled or complementary)
+and lists the images whose label looks wrong, with the label they most likely have.
+
+With --reference REF (a run, a checkpoint such as checkpoints/synthetic.pt, or A+B) every image
+is scored by that model, which never saw these labels: the only way to see whole classes swapped
+(a model trained on swapped labels learns the swap). Classes are matched by name; a reference
+with more classes than the data is restricted to the data's.
+
+Without it, confident learning on out-of-fold models (the default): with --folds K >= 2
 (the default, 3) it trains K models, each on the other folds, so every image is scored by a
 model that never saw its label; --folds 1 trains once and scores in-sample, which is quicker
 but understates label errors (the output says so). Lists the suspects, most suspect first,
@@ -12,7 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .eval import emit, progress_bar
+from .eval import RUN_HELP, emit, progress_bar
+from .labels import add_option as add_labels_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("suspects", help="label-issue suspects: images whose label the model confidently contradicts",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="data source whose (training) labels to check")
+    p.add_argument("--reference", metavar="REF", help="score with this model instead of training: " + RUN_HELP)
+    add_labels_option(p)
     p.add_argument("--folds", type=int, default=3, metavar="K", help="out-of-fold models (default 3; 1 = in-sample)")
     p.add_argument("--model", default=d.model.name, help=f"model to train (default {d.model.name})")
     p.add_argument("--epochs", type=int, default=12, metavar="N", help="epochs per model (default 12)")
@@ -33,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=50, metavar="N", help="suspects to list (default 50; 0 = all)")
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="default: auto")
     p.add_argument("--json", action="store_true",
-                   help="print {suspects: [{path, given, likely, score}], pairs: [{given, likely, count}], share, in_sample}")
+                   help="print {diagnosis: {kind, text}, classes: [{given, likely, share}], suspects: [{path, source_path, "
+                        "hash, given, likely, score}], pairs: [{given, likely, count}], share, in_sample}")
     p.set_defaults(func=_suspects)
 
 
@@ -41,13 +53,15 @@ def _suspects(args: argparse.Namespace) -> int:
     from ..config import DataConfig, ModelConfig, TrainConfig
     from ..data import load_source
     from ..errors import CharlabError
-    from ..suspects import find_suspects, in_sample_probs, out_of_fold_probs
+    from ..labels import apply, resolve
+    from ..suspects import audit, in_sample_probs, out_of_fold_probs, reference_probs
 
     if args.folds < 1:
         raise CharlabError(f"--folds must be at least 1, got {args.folds}")
+    labels = resolve(args.labels, args.source)
     # No weight EMA: the recipe's average helps long runs, but k short fits of a few dozen steps
     # each end before it settles (measured: the misfiled pair of the CLI test was no longer found).
-    cfg = TrainConfig(data=DataConfig(source=args.source, image_size=args.image_size, seed=args.seed),
+    cfg = TrainConfig(data=DataConfig(source=args.source, image_size=args.image_size, seed=args.seed, labels=labels),
                       model=ModelConfig(name=args.model), epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, seed=args.seed, device=args.device, ema_decay=0.0)
     from ..augment import get_preset
@@ -57,23 +71,45 @@ def _suspects(args: argparse.Namespace) -> int:
     cfg.augment = get_preset(args.augment or "none")
     cfg.validate()
     bar = progress_bar(sys.stderr.isatty() and not args.json)
+    notes = []
     try:
+        predictor = None
+        if args.reference:
+            from ..predict import load_predictor
+
+            predictor = load_predictor(args.reference, device="cpu" if args.device == "auto" else args.device)
+            cfg.data = predictor.data_config_for(args.source)  # the images as the reference was trained to see them
+            cfg.data.labels = labels
         dataset = load_source(args.source, cfg.data, split="train", progress=bar)
         if dataset is None or len(dataset) == 0:
             raise CharlabError(f"{args.source!r} holds no training images")
-        if args.folds >= 2:
+        dataset, lrep = apply(dataset, labels)
+        notes += lrep.notes()
+        if predictor is not None:
+            probs, more = reference_probs(predictor, dataset)
+            notes += more
+        elif args.folds >= 2:
             probs = out_of_fold_probs(cfg, dataset, folds=args.folds, progress=bar)
         else:
             probs = in_sample_probs(cfg, dataset, progress=bar)
     finally:
         if bar is not None:
             bar.close()
-    report = find_suspects(probs, dataset.labels.numpy(), dataset.classes, paths=dataset.paths,
-                           in_sample=args.folds < 2)
+    report = audit(probs, dataset, reference=args.reference, in_sample=predictor is None and args.folds < 2,
+                   seed=args.seed)
     out = report.to_dict(limit=args.limit or None)
-    lines = [f"{len(report.suspects)} suspects of {report.n} images; estimated share of wrong labels {report.share:.1%}; "
-             f"the model agrees with {report.accuracy:.1%} of the labels",
-             f"note: {report.note}"]
+    out["source"] = args.source
+    out["labels"] = lrep.to_dict() if labels else None
+    out["notes"] = notes
+    d = report.diagnosis
+    lines = [f"diagnosis: {d.kind}: {d.text}",
+             f"{len(report.suspects)} suspects of {report.n} images; estimated share of wrong labels {report.share:.1%}; "
+             f"the {'reference' if args.reference else 'model'} agrees with {report.accuracy:.1%} of the labels",
+             f"note: {report.note}"] + [f"note: {n}" for n in notes]
+    moved = d.classes[d.classes["likely"] != d.classes["given"]]
+    if len(moved):
+        lines.append("classes whose images mostly look like another (given -> likely: share)")
+        lines += [f"  {r.given} -> {r.likely}: {r.share:.0%} of {r.n}" for r in moved.head(15).itertuples()]
     if len(report.pairs):
         lines.append("pairs (given -> likely: count; both directions of a pair on one line)")
         for p in out["pairs"][:15]:

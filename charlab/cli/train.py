@@ -18,6 +18,7 @@ from pathlib import Path
 from ..balance import BALANCE_STRATEGIES
 from ..config import TrainConfig, from_dict
 from ..errors import CharlabError
+from .labels import add_option as add_labels_option
 from ..optim import OPTIMIZERS, SCHEDULES
 
 # flag -> (config section or None, field)
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "…, each also NAME_noaug); flags override it")
     p.add_argument("--source", help=f"data source: synthetic, a folder/zip/csv, mnist:DIR, ... (default {d.data.source})")
     p.add_argument("--test-source", help="a separate test source, evaluated once at the end with the best weights")
+    add_labels_option(p)
     p.add_argument("--model", help=f"model name (python -m charlab models / charlab.models.list_models(); default {d.model.name})")
     p.add_argument("--model-kwargs", metavar="JSON", help='extra builder options, e.g. \'{"activation": "mish"}\'')
     p.add_argument("--epochs", type=int, help=f"maximum epochs (default {d.epochs})")
@@ -98,6 +100,11 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag, None)
         if value is not None:
             setattr(getattr(cfg, section) if section else cfg, name, value)
+    if getattr(args, "labels", None) is not None:  # stored resolved ("auto" -> the file), so the run reproduces
+        from ..labels import resolve
+
+        found = resolve(args.labels, cfg.data.source)
+        cfg.data.labels = str(Path(found).resolve()) if found else None
     if args.model_kwargs:
         try:
             cfg.model.kwargs = dict(json.loads(args.model_kwargs))

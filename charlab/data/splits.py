@@ -9,6 +9,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..labels import LabelReport, apply as apply_labels
 from ._registry import Progress
 from .dataset import CharDataset
 from .classes import class_lookup
@@ -21,6 +22,7 @@ class Splits:
     val: CharDataset
     test: Optional[CharDataset]  # None when the source has no test split and none was given
     notes: list[str] = field(default_factory=list)  # what was decided, in words, for the UI and the run log
+    labels: LabelReport = field(default_factory=LabelReport)  # what the label override file (cfg.labels) changed
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -66,7 +68,10 @@ def align_classes(ds: CharDataset, classes: list[str], what: str = "test") -> Ch
 def load_splits(cfg: DataConfig, progress: Progress | None = None) -> Splits:
     """Load cfg.source and split it; the test split is cfg.test_source or the source's own."""
     full = load_source(cfg.source, cfg, split="train", progress=progress)
-    notes = list(full.info.get("notes", []))
+    # The user's relabel / exclude decisions (charlab.labels) apply to the training data only:
+    # they are keyed by the training source's own paths, and a test split stays as published.
+    full, labels = apply_labels(full, cfg.labels)
+    notes = list(full.info.get("notes", [])) + labels.notes()
     if cfg.test_source:
         test = load_test_source(cfg.test_source, cfg, progress=progress, train_source=cfg.source)
         notes.append(f"test split: {cfg.test_source} ({len(test)} images)")
@@ -87,4 +92,4 @@ def load_splits(cfg: DataConfig, progress: Progress | None = None) -> Splits:
         notes.append(f"{len(single)} class{'es' if len(single) > 1 else ''} with a single image kept in train, "
                      f"none in validation: {names}")
     notes.append(f"validation: {len(val_idx)} images ({cfg.val_fraction:.0%} of each class, stratified, seed {cfg.seed})")
-    return Splits(train=full.subset(train_idx), val=full.subset(val_idx), test=test, notes=notes)
+    return Splits(train=full.subset(train_idx), val=full.subset(val_idx), test=test, notes=notes, labels=labels)
