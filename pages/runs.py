@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+import ui_export
 import ui_runs
 from charlab.config import to_dict
 from charlab.errors import CharlabError
@@ -88,6 +89,7 @@ with act:
             st.rerun()
     except CharlabError as e:
         ui.error(e)
+    ui_export.export_button(str(r.run_dir), "runs_export", r.id)  # its best.pt (last.pt before the first best)
     if r.state == ui_runs.STALLED or r.foreign:
         st.caption(f"Last finished batch: {ui_runs.clock(r.last_progress)}"
                    + (f" · trains on {r.host}" if r.foreign else ""))
