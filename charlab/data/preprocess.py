@@ -163,6 +163,11 @@ def preprocess_ink(a: np.ndarray, cfg: DataConfig, shape: tuple[int, int] | None
     y0, x0 = int(round(cy - padded / 2)), int(round(cx - padded_w / 2))
     # Pillow's crop outside the image fills with 0: the zero padding, without allocating a big array
     box_img = Image.fromarray(a).crop((x0, y0, x0 + padded_w, y0 + padded))  # padded×padded_w
+    if getattr(cfg, "stroke_norm", None):  # one pen width for every source (tablet, scan, canvas): 4x the output
+        from .strokes import normalise_width
+
+        box_img = normalise_width(box_img, cfg.stroke_norm, (4 * out_w, 4 * out_h))
+        padded, padded_w = 4 * out_h, 4 * out_w
     resize = (padded, padded_w) != (out_h, out_w)
     out = np.asarray(box_img.resize((out_w, out_h), _RESAMPLE, reducing_gap=3.0) if resize else box_img)  # H×W
     peak = int(out.max())

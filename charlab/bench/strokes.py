@@ -1,0 +1,218 @@
+"""Images and canvas strokes: every candidate measured on Chars74K's test images AND on the same characters redrawn as Draw-canvas pen strokes.
+
+The stroke test set is testPart1's 930 images, each thinned to its skeleton, traced into
+polylines, placed on the Draw page's 280-px canvas as written on its page, and redrawn with the
+page's default pen (20 px, round, constant width): what the Draw page would receive if the same
+writer drew the character there (`charlab.data.strokes`). Both sets then go through the
+checkpoint's own preprocessing.
+
+Candidates (`--candidates a,b`, see CANDIDATES) are trained on trainPart1 only:
+- `default`: the default recipe on the real images;
+- `strokes`: the same, with 2 stroke redrawings of every training image at random pen widths
+  (DataConfig.strokes);
+- `norm`: stroke-width normalisation (DataConfig.stroke_norm): every image, in training and at
+  prediction, is thinned and redrawn with one pen width, so ink and canvas strokes look alike;
+- `pretrain`: `strokes`, starting from a charnet pretrained on the synthetic handwriting in the
+  same run (the pretraining's CPU time is counted);
+- `mix`: `strokes` with synthetic handwriting mixed into the training split.
+`--checkpoints a.pt,b.pt` measures shipped models (no training), e.g. checkpoints/default.pt
+and checkpoints/synthetic.pt.
+
+`--on val` (with `--val-fraction 0.15`) measures on the validation split of trainPart1 and its
+stroke redrawing instead: the split decisions are taken on; `--on test` (default) is the one
+test measurement per candidate. Reported per set: top-1, macro-F1, case-insensitive accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..registry import Registry
+from .accuracy import _measure, add_chars74k_argument, chars74k_train_zip
+
+CANDIDATES: Registry[Callable] = Registry("stroke benchmark candidate")
+PRETRAIN_EPOCHS = 15  # synthetic pretraining epochs (12,400 images: ~2x a Chars74K fine-tune's steps at 15)
+MIX_PER_CLASS = 40  # synthetic images per class mixed into the training split (as many as the real ones)
+
+
+@CANDIDATES.register("default")
+def _default(cfg, ctx):
+    """The default recipe on the real images."""
+    return cfg
+
+
+@CANDIDATES.register("strokes")
+def _strokes(cfg, ctx):
+    """+ 2 stroke redrawings of every training image at random pen widths (10-32 canvas px)."""
+    cfg.data.strokes = 2
+    return cfg
+
+
+@CANDIDATES.register("norm")
+def _norm(cfg, ctx):
+    """Stroke-width normalisation at training and prediction: every image's ink redrawn as its skeleton with one pen."""
+    cfg.data.stroke_norm = 0.08
+    return cfg
+
+
+@CANDIDATES.register("pretrain")
+def _pretrain(cfg, ctx):
+    """`strokes`, starting from a charnet pretrained on synthetic handwriting in the same run."""
+    cfg.data.strokes = 2
+    cfg.init_from = str(ctx["pretrained"]())
+    return cfg
+
+
+@CANDIDATES.register("mix")
+def _mix(cfg, ctx):
+    """`strokes` with 40 synthetic images per class mixed into the training split."""
+    cfg.data.strokes = 2
+    ctx["mix"] = True
+    return cfg
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_chars74k_argument(p)
+    p.add_argument("--candidates", default="default,strokes",
+                   help=f"comma-separated, of: {', '.join(CANDIDATES.names())} (default: default,strokes)")
+    p.add_argument("--checkpoints", default="", help="comma-separated checkpoints to measure as they are (no training)")
+    p.add_argument("--recipe", default="default", help="the base recipe of every candidate (default: default)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--members", type=int, default=1, help="train K seeds per candidate and measure their ensemble too")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="validation share of trainPart1 (default 0: the final fit on all 2,480 images, last epoch)")
+    p.add_argument("--on", choices=["test", "val"], default="test", help="measure on the test split (default) "
+                   "or on the validation split (needs --val-fraction > 0)")
+    p.add_argument("--pen", type=float, default=None, help="pen width of the stroke set (default: the Draw page's, 20)")
+    p.add_argument("--keep", metavar="DIR", help="keep run directories (and the pretrained net) under DIR")
+
+
+def _stroke_set(ds, cfg, pen, progress=None):
+    from ..data.strokes import stroke_dataset
+
+    return stroke_dataset(ds, cfg, pen, progress=progress)
+
+
+def _both(probs_img, probs_str, img, strokes, classes) -> dict:
+    return {"images": _measure(probs_img, img, classes), "strokes": _measure(probs_str, strokes, classes)}
+
+
+def measure_checkpoint(ref: str, train_zip: Path, pen: float, progress=None) -> dict:
+    """A shipped checkpoint on testPart1's images and their stroke redrawing, in its own preprocessing."""
+    import torch
+
+    from ..data import align_classes, load_source
+    from ..predict import load_predictor
+
+    t0 = time.perf_counter()
+    pred = load_predictor(ref)
+    load_s = time.perf_counter() - t0
+    cfg = pred.data_config_for(str(train_zip))
+    test = align_classes(load_source(str(train_zip), cfg, split="test", progress=progress), pred.classes)
+    strokes = _stroke_set(test, cfg, pen, progress)
+    p_img = torch.from_numpy(pred.predict_dataset(test))
+    p_str = torch.from_numpy(pred.predict_dataset(strokes))
+    return {"checkpoint": ref, "model": pred.config.model.name, "n_test": len(test), "load_seconds": round(load_s, 3),
+            "size_mb": round(sum(Path(p).stat().st_size for p in pred.paths) / 1e6, 2),
+            **_both(p_img, p_str, test, strokes, pred.classes)}
+
+
+def _splits_for(cfg, ctx, progress):
+    """The candidate's splits, with synthetic images mixed into the training split when asked."""
+    import torch
+
+    from ..data import CharDataset, load_source, load_splits
+    from ..data.splits import align_classes
+
+    splits = load_splits(cfg.data, progress=progress)
+    if ctx.get("mix"):
+        from dataclasses import replace
+
+        syn_cfg = replace(cfg.data, source=f"synthetic:n={MIX_PER_CLASS}", strokes=0)
+        syn = align_classes(load_source(syn_cfg.source, syn_cfg, split="train", progress=progress),
+                            splits.train.classes, what="synthetic")
+        t = splits.train
+        splits.train = CharDataset(images=torch.cat([t.images, syn.images]), labels=torch.cat([t.labels, syn.labels]),
+                                   classes=list(t.classes), source=t.source)
+        splits.notes.append(f"mixed {len(syn)} synthetic images into the training split")
+    return splits
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from ..cli.train import _TqdmProgress
+    from ..data.strokes import PEN_PX
+    from ..recipes import get_recipe
+    from ..runs import new_run_id
+    from ..training import evaluate, fit
+
+    train_zip = chars74k_train_zip(args)
+    pen = args.pen if args.pen is not None else PEN_PX
+    if args.on == "val" and not args.val_fraction > 0:
+        raise SystemExit("--on val needs --val-fraction > 0")
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="charlab-bench-strokes-"))
+    root.mkdir(parents=True, exist_ok=True)
+    bar = _TqdmProgress(enabled=sys.stderr.isatty(), stream=sys.stderr)
+    out: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+                 "on": args.on, "pen": pen, "val_fraction": args.val_fraction, "candidates": {}, "checkpoints": {}}
+    pretrain_cpu = {"s": 0.0}
+
+    def pretrained() -> Path:
+        path = root / "synthetic-charnet.pt"
+        if not path.exists():
+            t0 = time.process_time()
+            cfg = get_recipe(args.recipe, source="synthetic", seed=args.seed, epochs=PRETRAIN_EPOCHS)
+            res = fit(cfg, root / new_run_id("pretrain"), progress=bar)
+            shutil.copy(res.run_dir / "best.pt", path)
+            pretrain_cpu["s"] = time.process_time() - t0
+        return path
+
+    try:
+        for ref in [r for r in args.checkpoints.split(",") if r.strip()]:
+            out["checkpoints"][ref] = measure_checkpoint(ref.strip(), train_zip, pen, progress=bar)
+        for name in [c for c in args.candidates.split(",") if c.strip()]:
+            build = CANDIDATES.get(name.strip())
+            members, sums = [], None
+            for k in range(args.members):
+                ctx = {"pretrained": pretrained}
+                cfg = get_recipe(args.recipe, source=str(train_zip), seed=args.seed + k,
+                                 **({"epochs": args.epochs} if args.epochs else {}))
+                cfg.data.val_fraction = args.val_fraction
+                cfg = build(cfg, ctx)
+                if cfg.data.val_fraction == 0:  # the final fit: nothing to validate on, the last epoch is kept
+                    cfg.monitor, cfg.mode, cfg.patience = "elapsed_s", "max", 0
+                splits = _splits_for(cfg, ctx, bar)
+                evalset = splits.val if args.on == "val" else splits.test
+                strokes = _stroke_set(evalset, cfg.data, pen, bar)
+                t0, c0 = time.perf_counter(), time.process_time()
+                res = fit(cfg, root / new_run_id(name), splits=splits, progress=bar)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                classes = res.classes
+                p_img = evaluate(res.model, evalset.images, evalset.labels, len(classes), return_probs=True)["probs"]
+                p_str = evaluate(res.model, strokes.images, strokes.labels, len(classes), return_probs=True)["probs"]
+                members.append({"seed": args.seed + k, "n_train": len(splits.train), "epochs": len(res.history),
+                                "train_seconds": round(wall, 1), "train_cpu_seconds": round(cpu, 1),
+                                "threads": torch.get_num_threads(), **_both(p_img, p_str, evalset, strokes, classes)})
+                sums = (p_img, p_str) if sums is None else (sums[0] + p_img, sums[1] + p_str)
+                if res.run_dir is not None:
+                    (res.run_dir / "bench.json").write_text(__import__("json").dumps(members[-1], indent=1))
+            row = {"description": (build.__doc__ or "").strip(), "members": members}
+            if name.strip() == "pretrain":
+                row["pretrain_cpu_seconds"] = round(pretrain_cpu["s"], 1)
+            if args.members > 1:
+                row["ensemble"] = _both(sums[0] / args.members, sums[1] / args.members, evalset, strokes, classes)
+            out["candidates"][name.strip()] = row
+    finally:
+        bar.close()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return out
