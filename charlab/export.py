@@ -75,6 +75,9 @@ def metadata(predictor) -> dict[str, str]:
     spec = {
         "image_size": d.image_size, "grayscale": d.grayscale, "invert": d.invert, "crop": d.crop,
         "margin": d.margin, "threshold": d.threshold,
+        # not None: the ink is redrawn as pen strokes of this width (charlab.data.strokes) before
+        # the resize; only charlab itself prepares such a model's images exactly
+        "stroke_norm": getattr(d, "stroke_norm", None),
         # the fixed constants of charlab.data.preprocess, so a re-implementation matches it exactly
         "ink_level": pp._INK_LEVEL, "speck_mass": pp._SPECK_MASS, "speck_min_pixels": 500,
         "blank_peak": pp._BLANK_PEAK, "resample": "bilinear", "reducing_gap": 3.0, "reduce_unit": 8,

@@ -142,10 +142,26 @@ def _test_images(zip_path: Path, n: int) -> list[Image.Image]:
         return [Image.open(io.BytesIO(zf.read(x))) for x in names]
 
 
+def _plain_ink_copy(path: Path, tmp_path: Path) -> Path:
+    """The checkpoint with its ink kept as drawn (stroke_norm off: the README's code does not
+    redraw strokes), weights and every other preprocessing step unchanged."""
+    from dataclasses import replace
+
+    from charlab.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    if getattr(ck.config.data, "stroke_norm", None) is None:
+        return path
+    cfg = replace(ck.config, data=replace(ck.config.data, stroke_norm=None))
+    out = tmp_path / "plain.pt"
+    save_checkpoint(out, ck.model, cfg, ck.classes, ck.input_shape)
+    return out
+
+
 def test_readme_snippet_prepares_and_predicts_like_charlab(chars74k_test_zip, tmp_path, monkeypatch):
     """The README's numpy + Pillow + onnxruntime code, run verbatim on real scans: the same
     pixels as charlab's preprocessing and the same probabilities as the torch Predictor."""
-    predictor = load_predictor(ROOT / "checkpoints" / "default.pt")
+    predictor = load_predictor(_plain_ink_copy(ROOT / "checkpoints" / "default.pt", tmp_path))
     monkeypatch.chdir(tmp_path)
     export_model(predictor, "onnx", "model.onnx")
     scans = _test_images(chars74k_test_zip, 40)

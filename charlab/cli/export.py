@@ -17,21 +17,23 @@ from .eval import RUN_HELP, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..export import FORMATS  # light: export.py imports torch, onnx only when a file is written
-
+    # charlab.export (and its FORMATS registry) imports torch: registering this command must not,
+    # since every command's parser is built, and `runs list` must start without torch
     p = sub.add_parser("export", help="write a run, checkpoint or ensemble as an ONNX or TorchScript file",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, metavar="REF", help=RUN_HELP)
-    p.add_argument("--format", default=FORMATS.names()[0], choices=FORMATS.names(),
-                   help=f"default: {FORMATS.names()[0]}")
+    p.add_argument("--format", default=None, metavar="FORMAT",
+                   help="onnx (the default) or torchscript: charlab.export.FORMATS; an unknown name lists the valid ones")
     p.add_argument("--out", required=True, metavar="FILE", help="file to write (replaced atomically)")
     p.add_argument("--json", action="store_true", help="print the written file's path, size and metadata as JSON")
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..export import export_model, read_metadata
+    from ..export import FORMATS, export_model, read_metadata
 
+    args.format = args.format or FORMATS.names()[0]
+    FORMATS.get(args.format)  # an unknown format fails here, listing the valid ones
     out = export_model(args.run, args.format, args.out)
     meta = read_metadata(out)  # read back from the file: what a deployer will find in it
     size = out.stat().st_size
