@@ -14,7 +14,7 @@ import ui
 from charlab.runs import METRICS, STALLED, RunInfo, read_metrics_checked
 
 STATE_ICON = {"running": "●", "queued": "…", "done": "✓", "stopped": "■", "failed": "✗", "interrupted": "!",
-              STALLED: "⏸"}
+              STALLED: "◐"}
 
 
 def state_label(r: RunInfo) -> str:

@@ -20,18 +20,24 @@ from .errors import CharlabError
 _ORDER = ["data", "train", "runs", "eval", "predict", "suspects", "sweep", "bench"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or with `only` (a command whose module is cli/<only>.py) just that
+    command: a command then pays for its own imports alone (`runs list` stays free of torch,
+    whatever another command's registration imports)."""
     parser = argparse.ArgumentParser(prog="python -m charlab", description="charlab: handwritten character recognition lab")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     names = [m.name for m in pkgutil.iter_modules(cli.__path__) if not m.name.startswith("_")]
     names.sort(key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+    if only in names:
+        names = [only]
     for name in names:
         importlib.import_module(f"{cli.__name__}.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -60,7 +60,7 @@ if live:
     st.caption(f"Live: refreshing every {REFRESH_S:g} s while a run trains.")
 
 st.divider()
-act, diff = st.columns([1, 1.6], gap="large")
+act, diff = st.columns([1, 1.25], gap="large")
 with act:
     st.subheader("Manage a run")
     run_id = st.selectbox("Run", ids, key="runs_manage",
@@ -95,7 +95,7 @@ with act:
                    + (f" · trains on {r.host}" if r.foreign else ""))
     if r.error_tail:
         st.caption(f"Why it is {r.state}:")
-        st.code(r.error_tail, language=None)
+        st.code(r.error_tail, language=None, wrap_lines=True)
 with diff:
     st.subheader("Compare configs")
     if len(ids) < 2:

@@ -260,6 +260,18 @@ def test_runs_list_piped_into_a_closed_pipe_ends_quietly(tmp_path):
     assert p.wait(60) != 0 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+def test_runs_list_and_show_import_no_torch(tmp_path):
+    from charlab.bench.cli import _imports_torch
+
+    root = tmp_path / "runs"
+    d = runs.create_run(config(), root, state="done")
+    for args in (("list",), ("show", d.name)):
+        cmd = [sys.executable, "-m", "charlab", "runs", *args, "--root", str(root)]
+        assert subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=120).returncode == 0
+        assert not _imports_torch(cmd), args
+    assert _imports_torch([sys.executable, "-c", "import charlab.models"])  # the check can see torch
+
+
 # -- writes --------------------------------------------------------------------------------
 
 def test_atomic_writes_respect_the_umask_and_fsync_the_folder(tmp_path, monkeypatch):
@@ -456,3 +468,48 @@ def test_twenty_runs_listed_while_two_train_and_a_sigstopped_trainer_shows_stall
             if runs.run_info(x).is_active:
                 runs.stop_run(x, wait=60)
     assert runs.run_info(a).state == runs.run_info(b).state == "stopped"
+
+
+# -- the Runs page ---------------------------------------------------------------------------
+
+def test_the_runs_page_shows_stalled_foreign_damaged_and_asks_runinfo_for_its_buttons(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from app_fixtures import make_checkpoint, make_finished_run
+    from test_app_pages import ok, open_app
+
+    monkeypatch.setenv("CHARLAB_STALL_S", "60")
+    home = tmp_path / "lab"
+    ckpt = make_checkpoint(home / "checkpoints" / "default.pt")
+    root = home / "runs"
+    damaged = make_finished_run(root, ckpt, state="stopped")
+    lines = (damaged / "metrics.jsonl").read_text().splitlines()
+    (damaged / "metrics.jsonl").write_text("\n".join([lines[0], '{"epoch": 2, "trai', lines[2]]) + "\n")
+    now = time.time()
+    stalled = runs.create_run(config(), root, state="running")  # this process "trains" it, and hangs
+    runs.update_status(stalled, heartbeat=now, progress_at=now - 600)
+    far = runs.create_run(config(), root, state="running")
+    runs.update_status(far, host="gpu-box-7", pid=1, pid_start=None, heartbeat=now, progress_at=now)
+    broken = runs.create_run(config(), root, state="done")
+    (broken / "status.json").write_text("{")
+    lab = SimpleNamespace(home=home, ckpt=ckpt, runs_root=root, drawings=home / "drawings")
+    at = open_app(lab, "runs")
+    ok(at)
+    at.multiselect(key="runs_sel").set_value([damaged.name, stalled.name]).run()
+    ok(at)
+    warnings = " ".join(w.value for w in at.warning)
+    assert f"{stalled.name}** is stalled" in warnings and "finished no batch since" in warnings
+    assert "Corrupt lines in metrics.jsonl" in warnings and "(line 2)" in warnings
+    assert any("gpu-box-7" in c.value for c in at.caption)
+    assert any("status.json is unreadable" in e.value for e in at.error)
+    states = {row["run"]: row["state"] for row in at.dataframe[0].value.to_dict("records")}
+    assert states[stalled.name].endswith("stalled") and states[far.name].endswith("running @ gpu-box-7")
+    assert states[broken.name].endswith("failed")
+    for run_dir, stop, resume, delete in ((stalled, True, False, False), (far, True, False, False),
+                                          (broken, False, False, True), (damaged, False, True, True)):
+        at.selectbox(key="runs_manage").set_value(run_dir.name).run()
+        info = runs.run_info(run_dir)
+        assert (info.can_stop, info.can_resume, info.can_delete) == (stop, resume, delete), run_dir.name
+        assert at.button(key="runs_stop").disabled is not stop
+        assert at.button(key="runs_resume").disabled is not resume
+        assert at.checkbox(key="runs_confirm").disabled is not delete
