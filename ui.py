@@ -25,21 +25,8 @@ IMAGE_SIZES = (28, 32, 64)
 ICONS = {"home": ":material/home:", "dataset": ":material/bar_chart:", "augment": ":material/shuffle:",
          "train": ":material/rocket_launch:", "runs": ":material/monitoring:", "errors": ":material/troubleshoot:",
          "draw": ":material/draw:"}
-SOURCE_KINDS = {
-    "synthetic": "Synthetic (built in)",
-    "path": "Folder or zip",
-    "mnist": "MNIST / EMNIST",
-    "csv": "CSV file",
-    "upload": "Upload a zip",
-    "digitsum": "Digit sums (k digits → their sum)",
-    "drawings": "My drawings",
-}
-SYNTH_CLASSES = {"62": "62: 0–9 A–Z a–z", "36": "36: 0–9 A–Z", "digits": "10: 0–9", "upper": "26: A–Z",
-                 "lower": "26: a–z"}
-SYNTH_PROFILES = {"uniform": "even", "longtail": "long tail"}
-SYNTH_N = 200  # charlab's default images per class
-SYNTH_SIZES = (30, 50, 100, 200, 400, 800)
-EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "digits", "letters", "mnist")
+# The app's own source kinds (files it keeps for the user); the data kinds come from charlab's registry.
+APP_SOURCE_KINDS = {"upload": "Upload a zip", "drawings": "My drawings"}
 
 
 # ---------------------------------------------------------------- session settings
@@ -100,15 +87,14 @@ def sidebar() -> None:
     ss = st.session_state
     with st.sidebar:
         st.subheader("Data")
-        kinds = list(SOURCE_KINDS)
-        if not _has_drawings(ss["drawings_dir"]):
-            kinds.remove("drawings")
-        kind = st.selectbox("Source", kinds, format_func=SOURCE_KINDS.get, key="sb_kind",
-                            help="Synthetic: handwriting-like characters charlab draws itself (no files). "
-                                 "Folder or zip: one subfolder per class (Chars74K's SampleNNN names are "
-                                 "mapped to their characters). MNIST/EMNIST: a folder of idx files. CSV: the "
-                                 "label, then 784 pixels per row (the Kaggle A–Z layout).")
-        ss["source"] = _source_widgets(kind)
+        from charlab.data.sources import kinds as source_kinds
+
+        registered = dict(source_kinds())
+        titles = {name: kind.title for name, kind in registered.items()} | APP_SOURCE_KINDS
+        names = [n for n in titles if n != "drawings" or _has_drawings(ss["drawings_dir"])]
+        kind = st.selectbox("Source", names, format_func=titles.get, key="sb_kind",
+                            help=" ".join(f"{k.title}: {k.help}" for k in registered.values() if k.help))
+        ss["source"] = _source_widgets(kind, registered.get(kind))
         ss["image_size"] = st.segmented_control("Image size", IMAGE_SIZES, default=28, key="sb_size",
                                                 required=True, format_func=lambda s: f"{s}×{s}")
         st.subheader("Model")
@@ -124,43 +110,33 @@ def sidebar() -> None:
             st.caption("No model yet: train one on the Train page.")
 
 
-def _source_widgets(kind: str) -> str:
-    if kind == "synthetic":
-        classes = st.selectbox("Classes", list(SYNTH_CLASSES), format_func=SYNTH_CLASSES.get, key="sb_syn_classes")
-        profile = st.selectbox("Counts per class", list(SYNTH_PROFILES), format_func=SYNTH_PROFILES.get, key="sb_syn_profile",
-                               help="long tail: one class with a single image, many small ones, a few full "
-                                    "(like the unbalanced 36-class report)")
-        n = st.select_slider("Training images per class", SYNTH_SIZES, value=SYNTH_N, key="sb_syn_n",
-                             help="Fewer images load and train faster; the test split gets a fifth as many.")
-        opts = [f"classes={classes}"] if classes != "62" else []
-        opts += [f"profile={profile}"] if profile != "uniform" else []
-        opts += [f"n={n}", f"test_n={max(5, n // 5)}"] if n != SYNTH_N else []
-        return "synthetic" + (":" + ",".join(opts) if opts else "")
-    if kind == "path":
-        return st.text_input("Path to a folder or .zip", key="sb_path",
-                             placeholder="/data/chars74k_hnd/trainPart1.zip",
-                             help="One subfolder per class. A sibling test zip or test/ folder "
-                                  "becomes the test split.").strip()
-    if kind == "mnist":
-        path = st.text_input("Folder with the idx files", key="sb_mnist_dir", placeholder="/data/mnist").strip()
-        variant = st.selectbox("Dataset", ("mnist",) + tuple(f"emnist:{s}" for s in EMNIST_SPLITS), key="sb_mnist_kind")
-        if not path:
-            return ""
-        return f"mnist:{path}" if variant == "mnist" else f"emnist:{path}:{variant.split(':', 1)[1]}"
-    if kind == "csv":
-        return st.text_input("Path to a .csv", key="sb_csv", placeholder="/data/A_Z Handwritten Data.csv").strip()
-    if kind == "upload":
+def _source_widgets(name: str, kind) -> str:
+    """The chosen kind's widgets, built from the options it declares -> its source string."""
+    if name == "upload":
         return _upload_widgets()
-    if kind == "digitsum":
-        k = st.select_slider("Digits per image", (2, 3, 4, 5), value=4, key="sb_ds_k")
-        digits = st.text_input("Digits from", key="sb_ds_from", placeholder="synthetic:classes=digits",
-                               help="Any source with the classes 0–9: the synthetic digits, Chars74K's zip, "
-                                    "mnist:DIR, a folder.").strip()
-        return f"digitsum:k={k}" + (f",from={digits}" if digits else "")
-    if kind == "drawings":
+    if name == "drawings":
         st.caption(f"Your saved drawings: `{st.session_state['drawings_dir']}`")
         return st.session_state["drawings_dir"]
-    raise CharlabError(f"unknown source kind {kind!r}")
+    if kind is None:
+        raise CharlabError(f"unknown source kind {name!r}")
+    return kind.compose({opt.name: option_widget(opt, key=f"sb_{name}_{opt.name}") for opt in kind.options})
+
+
+def option_widget(opt, key: str) -> Any:
+    """One widget for a declared option (charlab.data.sources.Option): a slider over numeric
+    choices, a menu over other choices, a checkbox, a number box or a text box."""
+    label, help_ = opt.label or opt.name, opt.help or None
+    if opt.choices:
+        if opt.type in (int, float):
+            return st.select_slider(label, opt.choices, value=opt.default, key=key, help=help_, format_func=opt.display)
+        index = opt.choices.index(opt.default) if opt.default in opt.choices else 0
+        return st.selectbox(label, opt.choices, index=index, key=key, help=help_, format_func=opt.display)
+    if opt.type is bool:
+        return st.checkbox(label, value=bool(opt.default), key=key, help=help_)
+    if opt.type in (int, float):
+        return st.number_input(label, value=opt.type(opt.default or 0), key=key, help=help_)
+    return st.text_input(label, value=opt.default or "", key=key, placeholder=opt.placeholder or None,
+                         help=help_).strip()
 
 
 def _upload_widgets() -> str:
@@ -241,14 +217,6 @@ class _Bar:
         self.bar.empty()
 
 
-@st.cache_data(max_entries=16, show_spinner="Counting images…")
-def source_counts(src: str) -> tuple[list[str], np.ndarray, list[dict]]:
-    from charlab.data import source_counts as _counts
-
-    classes, counts, skipped = _counts(src)
-    return list(classes), np.asarray(counts), list(skipped)
-
-
 # Datasets hold tensors of up to hundreds of MB: cache_resource hands out the same object
 # (no pickling per rerun). Callers must never modify it.
 @st.cache_resource(max_entries=3, show_spinner=False)
@@ -317,22 +285,6 @@ def scale_for(side: int, target_px: int = 112) -> int:
     return max(1, round(target_px / side))
 
 
-def grid(images: np.ndarray, ncols: int, pad: int = 2, gap_after: Optional[int] = None) -> np.ndarray:
-    """uint8 N×H×W -> one tiled H'×W' image with dark-grey gutters (ink is white on black, so a
-    black gutter would merge the tiles). `gap_after`: a wider gutter after that column."""
-    n, h, w = images.shape
-    ncols = max(1, min(ncols, n))
-    nrows = -(-n // ncols)
-    extra = 3 * pad if gap_after is not None else 0
-    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad + extra), 70, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        x = pad + c * (w + pad) + (extra if gap_after is not None and c > gap_after else 0)
-        y = pad + r * (h + pad)
-        out[y:y + h, x:x + w] = images[i]
-    return out
-
-
 def show_grid(images: np.ndarray, ncols: int, *, px: int = 84, caption: Optional[str] = None,
               gap_after: Optional[int] = None, max_width: int = 900) -> None:
     """Tile uint8 N×H×W (or N×1×H×W) images and show them crisp, tiles about `px` pixels high
@@ -340,7 +292,9 @@ def show_grid(images: np.ndarray, ncols: int, *, px: int = 84, caption: Optional
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]
-    g = grid(images, ncols, gap_after=gap_after)
+    from charlab.data.stats import tile
+
+    g = tile(images, ncols, gap_after=gap_after)
     g = crisp(g, max(1, min(scale_for(images.shape[-2], px), max_width // g.shape[1])))
     # "content": its own size, but never wider than its column ("stretch" would blow up a small grid)
     st.image(g, caption=caption, width="content")

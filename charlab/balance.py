@@ -206,7 +206,7 @@ def oversample(ds: CharDataset, target: Optional[int] = None, cfg: Optional[Augm
     import torch
 
     from .augment import augment_batch, get_preset, to_uint8
-    from .data.dataset import to_float
+    from .data.dataset import content_hash, to_float
 
     counts = ds.counts()
     t = _target(counts, target)
@@ -238,5 +238,7 @@ def oversample(ds: CharDataset, target: Optional[int] = None, cfg: Optional[Augm
     paths = None
     if ds.paths is not None:
         paths = list(ds.paths) + [f"{p}#oversample{k}" for k, p in enumerate(copies.paths or [])]
+    # an augmented copy is new content: hashed from its own pixels, so it never reads as a duplicate
+    hashes = None if ds.hashes is None else list(ds.hashes) + [content_hash(c.numpy().data) for c in torch.cat(chunks)]
     return dataclasses.replace(ds, images=images, labels=torch.cat([ds.labels, copies.labels]), paths=paths,
-                               skipped=list(ds.skipped), info=info)
+                               skipped=list(ds.skipped), info=info, hashes=hashes)

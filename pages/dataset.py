@@ -16,8 +16,10 @@ if not src:
     st.stop()
 st.caption(f"Source: `{src}`")
 
+# counts and skipped files of the data as decoded: a listing would count files that do not decode
+splits = ui.splits_or_stop()
+classes, counts, skipped = splits.source_counts()
 try:
-    classes, counts, skipped = ui.source_counts(src)
     from charlab.data import class_stats
 
     stats = class_stats(counts, classes)
@@ -64,7 +66,6 @@ st.plotly_chart(fig, key="ds_counts")
 
 # ---- samples of one class | splits and skipped files
 left, right = st.columns([3, 2], gap="large")
-splits = ui.splits_or_stop()
 with left:
     st.subheader("Samples")
     train = splits.train

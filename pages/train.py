@@ -24,6 +24,7 @@ from charlab.balance import BALANCE_STRATEGIES  # noqa: E402
 from charlab.optim import OPTIMIZERS, SCHEDULES  # noqa: E402
 from charlab.models import list_models, model_info  # noqa: E402
 from charlab.recipes import get_recipe, list_recipes, recipe_doc  # noqa: E402
+from charlab.data.sources import check_source  # noqa: E402
 from charlab.runs import launch, list_runs  # noqa: E402
 
 CUSTOM = "custom (from the Augmentation page)"
@@ -119,6 +120,7 @@ if submitted:
     )
     try:
         config.validate()
+        check_source(config.data.source, config.data.test_source)  # refused here, not by a failing background run
         run = launch(config, root=ui.runs_root())
         st.session_state["tr_last"] = (run.id, run.state, run.queue_position)
     except CharlabError as e:

@@ -54,8 +54,8 @@ def open_app(lab, page: str | None = None, **state) -> AppTest:
     at.session_state["uploads_dir"] = str(lab.home / "user_data" / "uploads")
     at.session_state["drawings_dir"] = str(lab.drawings)
     # the sidebar's synthetic widgets set to the small source
-    at.session_state["sb_syn_classes"] = "digits"
-    at.session_state["sb_syn_n"] = 30
+    at.session_state["sb_synthetic_classes"] = "digits"
+    at.session_state["sb_synthetic_n"] = 30
     for k, v in state.items():
         at.session_state[k] = v
     at.run()
@@ -97,14 +97,14 @@ def test_home_lists_setup(lab):
 def test_sidebar_builds_source_strings(lab):
     at = open_app(lab)
     at.sidebar.selectbox(key="sb_kind").set_value("mnist").run()
-    at.sidebar.text_input(key="sb_mnist_dir").input("/data/emnist").run()
-    at.sidebar.selectbox(key="sb_mnist_kind").set_value("emnist:letters").run()
+    at.sidebar.text_input(key="sb_mnist_folder").input("/data/emnist").run()
+    at.sidebar.selectbox(key="sb_mnist_dataset").set_value("emnist:letters").run()
     assert at.session_state["source"] == "emnist:/data/emnist:letters"
     at.sidebar.selectbox(key="sb_kind").set_value("path").run()
-    at.sidebar.text_input(key="sb_path").input(str(lab.home / "nowhere.zip")).run()
+    at.sidebar.text_input(key="sb_path_path").input(str(lab.home / "nowhere.zip")).run()
     assert at.session_state["source"] == str(lab.home / "nowhere.zip")
     at.sidebar.selectbox(key="sb_kind").set_value("digitsum").run()
-    at.sidebar.text_input(key="sb_ds_from").input("mnist:/data/mnist").run()
+    at.sidebar.text_input(key="sb_digitsum_from").input("mnist:/data/mnist").run()
     assert at.session_state["source"] == "digitsum:k=4,from=mnist:/data/mnist"
     # the active model: the checkpoint and both finished runs
     assert len(at.sidebar.selectbox(key="sb_model").options) == 3
@@ -138,7 +138,7 @@ def test_uploaded_zip_is_saved_and_becomes_the_source(lab):
 
 
 def test_bad_path_shows_a_message_not_a_traceback(lab):
-    at = open_app(lab, "dataset", sb_kind="path", sb_path=str(lab.home / "nowhere.zip"))
+    at = open_app(lab, "dataset", sb_kind="path", sb_path_path=str(lab.home / "nowhere.zip"))
     ok(at)
     assert at.error and "nowhere.zip" in at.error[0].value
 
@@ -160,7 +160,7 @@ def test_dataset_page(lab):
 
 def test_dataset_and_augment_pages_on_chars74k(lab, chars74k_train_zip):
     """The real zips: 62 classes named by their characters, the sibling test zip as the test split."""
-    at = open_app(lab, "dataset", sb_kind="path", sb_path=str(chars74k_train_zip))
+    at = open_app(lab, "dataset", sb_kind="path", sb_path_path=str(chars74k_train_zip))
     ok(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Classes"] == "62" and metrics["Images"] == "2,480" and metrics["Test"] == "930"
@@ -351,7 +351,7 @@ def test_every_page_works_on_a_digitsum_source(lab, tmp_path):
     ckpt = tmp_path / "checkpoints" / "digitsum.pt"
     save_checkpoint(ckpt, net, TrainConfig(data=DataConfig(source=source), model=ModelConfig(name="simple_cnn")),
                     [str(s) for s in range(37)], (28, 112))
-    state = dict(sb_kind="digitsum", sb_ds_from=digits, sb_model=str(ckpt), checkpoints_dir=str(ckpt.parent))
+    state = dict(sb_kind="digitsum", sb_digitsum_from=digits, sb_model=str(ckpt), checkpoints_dir=str(ckpt.parent))
     for page in ("dataset", "augment", "train", "errors", "draw"):
         at = open_app(lab, page, **state)
         ok(at)

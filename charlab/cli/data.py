@@ -48,11 +48,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> DataConfig:
+    from ..data.sources import check_test_source, resolve
     from ..labels import resolve as resolve_labels
 
     cfg = DataConfig(source=args.source, test_source=args.test_source, image_size=args.image_size, seed=args.seed,
                      labels=resolve_labels(args.labels, args.source))
     cfg.validate()
+    resolve(cfg.source)  # an empty or missing source is refused before anything loads
+    check_test_source(cfg.source, cfg.test_source)
     return cfg
 
 

@@ -13,15 +13,15 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import DataConfig
 from ..errors import CharlabError
 from ..io import atomic_write
-from .dataset import CharDataset
 from .preprocess import PREPROCESS_VERSION
+
+if TYPE_CHECKING:  # torch is imported by the functions that read and write entries
+    from .dataset import CharDataset
 
 CACHE_FORMAT = 3  # bump when the stored layout or a loader's output changes (3: per-image content hashes)
 
@@ -42,7 +42,9 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def file_fingerprint(path: str | os.PathLike) -> list:
+def file_stamp(path: str | os.PathLike) -> list:
+    """[resolved path, size, mtime_ns]: a cheap identity of a file for cache keys (no content read;
+    `predict.file_fingerprint` is the content hash that names a checkpoint)."""
     p = Path(path).resolve()
     st = p.stat()
     return [str(p), st.st_size, st.st_mtime_ns]
@@ -52,8 +54,12 @@ def _entry_path(key: str) -> Path:
     return cache_dir() / "data" / f"{key}.pt"
 
 
-def load_cached(key: str, source: Optional[str] = None) -> Optional[CharDataset]:
+def load_cached(key: str, source: Optional[str] = None) -> Optional["CharDataset"]:
     """The cached dataset, or None; `source` replaces the stored source string (same data, other spelling)."""
+    import torch
+
+    from .dataset import CharDataset
+
     path = _entry_path(key)
     if not path.exists():
         return None
@@ -73,8 +79,10 @@ def load_cached(key: str, source: Optional[str] = None) -> Optional[CharDataset]
     return ds
 
 
-def save_cached(key: str, ds: CharDataset) -> None:
+def save_cached(key: str, ds: "CharDataset") -> None:
     """Best effort: a read-only or full cache directory must not stop the data from loading."""
+    import torch
+
     info = {k: v for k, v in ds.info.items() if k != "cached"}
     # paths as one NUL-joined string: torch's weights-only unpickler takes ~1 s for a list of 60,000 str
     paths = "\0".join(ds.paths) if ds.paths else ds.paths

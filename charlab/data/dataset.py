@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where tensors are made: the sources' declarations (the sidebar) import this
+    import torch  # module, and the app's landing page must start without torch
 
 
 @dataclass
@@ -40,6 +42,8 @@ class CharDataset:
     hashes: Optional[list[str]] = None  # per-image content hash (HASH_CHARS hex chars of sha256; see above)
 
     def __post_init__(self) -> None:
+        import torch
+
         assert self.images.dtype == torch.uint8 and self.images.dim() == 4, "images must be uint8 N×1×H×W"
         assert self.labels.dtype == torch.int64 and len(self.labels) == len(self.images)
         assert self.hashes is None or len(self.hashes) == len(self.labels), "one hash per image"
@@ -56,6 +60,8 @@ class CharDataset:
         return np.bincount(self.labels.numpy(), minlength=self.num_classes)
 
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "CharDataset":
+        import torch
+
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         info = {k: (v[idx] if isinstance(v, torch.Tensor) and len(v) == len(self) else v) for k, v in self.info.items()}
         return CharDataset(
@@ -83,6 +89,8 @@ class CharDataset:
 
     def select_classes(self, names: Sequence[str]) -> "CharDataset":
         """Only the images of `names` (in that order), relabelled 0..len(names)-1."""
+        import torch
+
         where = {c: i for i, c in enumerate(self.classes)}
         missing = [n for n in names if n not in where]
         if missing:

@@ -23,15 +23,17 @@ and `info["digit_index"]` which digit image of the pool filled each slot (N×k).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import torch
 
 from ..config import DataConfig
 from ..errors import CharlabError, DataError
-from ._registry import SOURCES, Progress
+from ._registry import Progress
 from .dataset import CharDataset, content_hash
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: declaring the source (the sidebar) needs none
+    import torch
 
 DEFAULTS = {"k": 4, "n": 6000, "test_n": 1000, "jitter": 0.12, "seed": None, "from": "synthetic:classes=digits"}
 DIGITS = [str(d) for d in range(10)]
@@ -64,8 +66,10 @@ def parse_options(arg: str) -> dict:
     return opts
 
 
-def digit_pool(ds: CharDataset) -> tuple[torch.Tensor, torch.Tensor]:
+def digit_pool(ds: CharDataset) -> tuple["torch.Tensor", "torch.Tensor"]:
     """The images of classes 0..9 of any dataset, with their labels as the digit values."""
+    import torch
+
     names = {name: i for i, name in enumerate(ds.classes)}
     missing = [d for d in DIGITS if d not in names]
     if missing:
@@ -78,9 +82,11 @@ def digit_pool(ds: CharDataset) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.images[keep], values[keep]
 
 
-def compose(images: torch.Tensor, values: torch.Tensor, k: int, n: int, jitter: float,
-            rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def compose(images: "torch.Tensor", values: "torch.Tensor", k: int, n: int, jitter: float,
+            rng: np.random.Generator) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
     """n composites of k digits drawn uniformly from the pool: (uint8 n×1×S×kS, digits n×k, index n×k)."""
+    import torch
+
     pool = images[:, 0].numpy()  # M×S×S
     s = pool.shape[1]
     index = rng.integers(0, len(pool), size=(n, k))  # n×k
@@ -106,7 +112,6 @@ def compose(images: torch.Tensor, values: torch.Tensor, k: int, n: int, jitter: 
             torch.from_numpy(index.astype(np.int64)))
 
 
-@SOURCES.register("digitsum")
 def digitsum_source(arg: str, cfg: DataConfig, split: str, progress: Optional[Progress]) -> CharDataset | None:
     from .sources import load_source  # the digit source goes through the same dispatch and cache
 
@@ -129,19 +134,3 @@ def digitsum_source(arg: str, cfg: DataConfig, split: str, progress: Optional[Pr
                        hashes=[content_hash(canvas[i].numpy().data) for i in range(n)],  # composites exist at S only
                        source="", info={"digits": digits, "digit_index": index, "k": k,
                                         "digit_source": opts["from"], "part": split})
-
-
-def _fingerprint(arg: str, split: str) -> list:
-    """The digit source's own files, so a changed zip or folder rebuilds the composites."""
-    from pathlib import Path
-
-    from .cache import file_fingerprint
-    from .sources import parse_named
-
-    inner = parse_options(arg)["from"]
-    if parse_named(inner) is None and Path(inner).expanduser().exists():
-        return file_fingerprint(Path(inner).expanduser())
-    return [inner]
-
-
-digitsum_source.fingerprint = _fingerprint

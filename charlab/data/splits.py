@@ -13,7 +13,7 @@ from ..labels import LabelReport, apply as apply_labels
 from ._registry import Progress
 from .dataset import CharDataset
 from .classes import class_lookup
-from .sources import load_source, load_test_source
+from .sources import check_test_source, load_source, load_test_source
 
 
 @dataclass
@@ -23,6 +23,11 @@ class Splits:
     test: Optional[CharDataset]  # None when the source has no test split and none was given
     notes: list[str] = field(default_factory=list)  # what was decided, in words, for the UI and the run log
     labels: LabelReport = field(default_factory=LabelReport)  # what the label override file (cfg.labels) changed
+
+    def source_counts(self) -> tuple[list[str], np.ndarray, list[dict]]:
+        """(classes, images per class, skipped files) of the training source as decoded (train +
+        validation): unlike a listing, a file that does not decode is not counted, it is skipped."""
+        return list(self.train.classes), self.train.counts() + self.val.counts(), list(self.train.skipped)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -67,6 +72,7 @@ def align_classes(ds: CharDataset, classes: list[str], what: str = "test") -> Ch
 
 def load_splits(cfg: DataConfig, progress: Progress | None = None) -> Splits:
     """Load cfg.source and split it; the test split is cfg.test_source or the source's own."""
+    check_test_source(cfg.source, cfg.test_source)  # before any decoding: a leak is refused, not loaded
     full = load_source(cfg.source, cfg, split="train", progress=progress)
     # The user's relabel / exclude decisions (charlab.labels) apply to the training data only:
     # they are keyed by the training source's own paths, and a test split stays as published.

@@ -58,18 +58,37 @@ def class_stats(counts: Sequence[int] | np.ndarray, classes: Sequence[str], thre
     )
 
 
+def tile(images: np.ndarray, ncols: int, *, pad: int = 2, gap_after: Optional[int] = None, fill: int = 70,
+         slots: Optional[Sequence[int]] = None, nrows: Optional[int] = None) -> np.ndarray:
+    """uint8 N×H×W -> one tiled image with grey gutters (ink is white on black, so a black gutter
+    would merge the tiles). `slots[i]`: the cell (row-major) of image i, default i, so rows may have
+    gaps; `gap_after`: a wider gutter after that column."""
+    images = np.asarray(images)
+    n, h, w = images.shape
+    slots = list(range(n)) if slots is None else [int(s) for s in slots]
+    ncols = max(1, min(ncols, max(slots, default=0) + 1)) if nrows is None else max(1, ncols)
+    nrows = nrows if nrows is not None else -(-(max(slots, default=-1) + 1) // ncols)
+    extra = 3 * pad if gap_after is not None else 0
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad + extra), fill, np.uint8)
+    for i, slot in enumerate(slots):
+        r, c = divmod(slot, ncols)
+        x = pad + c * (w + pad) + (extra if gap_after is not None and c > gap_after else 0)
+        y = pad + r * (h + pad)
+        out[y:y + h, x:x + w] = images[i]
+    return out
+
+
 def sample_grid(ds: CharDataset, per_class: int = 8, classes: Optional[Sequence[str]] = None, seed: int = 0,
                 gap: int = 2) -> np.ndarray:
     """uint8 image of `per_class` random samples per class, one row per class (grey gaps between cells)."""
     rng = np.random.default_rng(seed)
     wanted = list(classes) if classes is not None else list(ds.classes)
-    h, w = ds.images.shape[-2:]
-    grid = np.full((len(wanted) * (h + gap) + gap, per_class * (w + gap) + gap), 64, np.uint8)
     labels = ds.labels.numpy()
+    picks, slots = [], []
     for r, name in enumerate(wanted):
         idx = np.flatnonzero(labels == ds.classes.index(name)) if name in ds.classes else np.zeros(0, np.int64)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else idx
-        for c, i in enumerate(pick):
-            y, x = gap + r * (h + gap), gap + c * (w + gap)
-            grid[y:y + h, x:x + w] = ds.images[i, 0].numpy()
-    return grid
+        picks += [int(i) for i in pick]
+        slots += [r * per_class + c for c in range(len(pick))]
+    images = ds.images[picks, 0].numpy() if picks else np.zeros((0,) + tuple(ds.images.shape[-2:]), np.uint8)
+    return tile(images, per_class, pad=gap, fill=64, slots=slots, nrows=len(wanted))

@@ -24,13 +24,12 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from ..config import DataConfig
 from ..errors import CharlabError
 from ._glyphs import CLASSES_62, GLYPHS
-from ._registry import SOURCES, Progress
+from ._registry import Progress
 from .dataset import CharDataset, content_hash
 from .preprocess import preprocess_ink
 
@@ -320,7 +319,7 @@ def class_counts(n_classes: int, n: int, profile: str, seed: int) -> np.ndarray:
 
 
 def generate(classes: list[str], counts, seed: int, split: str, cfg: DataConfig,
-             progress: Optional[Progress] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+             progress: Optional[Progress] = None) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", list[str]]:
     """Images of `classes` (counts[i] of class i) -> (uint8 N×1×S×S, int64 labels N, int64 allograph N,
     content hash N of each high-resolution canvas before preprocessing).
 
@@ -345,10 +344,11 @@ def generate(classes: list[str], counts, seed: int, split: str, cfg: DataConfig,
         at += k
         if progress:
             progress(at, total, f"drawing synthetic {split} characters")
+    import torch
+
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), torch.from_numpy(allograph), hashes
 
 
-@SOURCES.register("synthetic")
 def synthetic_source(arg: str, cfg: DataConfig, split: str, progress: Optional[Progress]) -> CharDataset:
     opts = parse_options(arg)
     seed = cfg.seed if opts["seed"] is None else opts["seed"]
