@@ -24,7 +24,7 @@ IMAGE_SIZES = (28, 32, 64)
 # Material icons ship with Streamlit, so they render in any browser (emoji need an emoji font).
 ICONS = {"home": ":material/home:", "dataset": ":material/bar_chart:", "augment": ":material/shuffle:",
          "train": ":material/rocket_launch:", "runs": ":material/monitoring:", "errors": ":material/troubleshoot:",
-         "draw": ":material/draw:"}
+         "draw": ":material/draw:", "labels": ":material/label:"}
 # The app's own source kinds (files it keeps for the user); the data kinds come from charlab's registry.
 APP_SOURCE_KINDS = {"upload": "Upload a zip", "drawings": "My drawings"}
 
@@ -71,13 +71,20 @@ def runs_root() -> str:
 
 def data_config(image_size: Optional[int] = None, src: Optional[str] = None) -> DataConfig:
     """The sidebar's data choice as the DataConfig every charlab call takes."""
-    return DataConfig(source=src if src is not None else source(),
-                      image_size=int(image_size or st.session_state.get("image_size", 28)))
+    from charlab.labels import resolve
+
+    s = src if src is not None else source()
+    # the source's own label-override file (the Labels page writes it) follows the source everywhere
+    return DataConfig(source=s, image_size=int(image_size or st.session_state.get("image_size", 28)),
+                      labels=resolve("auto", s) if s else None)
 
 
 def cfg_key(cfg: DataConfig) -> str:
     """A hashable, stable key for caching by data config."""
-    return json.dumps(to_dict(cfg), sort_keys=True)
+    d = to_dict(cfg)
+    if cfg.labels:  # a new decision on the Labels page rewrites the file: load afresh (from_dict ignores the key)
+        d["_labels_mtime"] = _mtime(cfg.labels)
+    return json.dumps(d, sort_keys=True)
 
 
 # ---------------------------------------------------------------- sidebar
