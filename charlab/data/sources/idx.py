@@ -197,6 +197,8 @@ class IdxSource(Source):
     prefixes = ("mnist", "emnist")
     options = (Option("folder", str, "", label="Folder with the idx files", placeholder="/data/mnist"),
                Option("dataset", str, "mnist", choices=("mnist",) + tuple(f"emnist:{s}" for s in sorted(EMNIST_CLASSES)),
+                      choice_labels={"mnist": "MNIST (10 digits)",
+                                     **{f"emnist:{s}": f"EMNIST {s} ({len(c)} classes)" for s, c in EMNIST_CLASSES.items()}},
                       label="Dataset", help="MNIST's digits, or one split of EMNIST (letters: A–Z with the cases "
                                             "merged; balanced: 47 classes)."))
     menu = 30
