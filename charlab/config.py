@@ -14,6 +14,11 @@ from .errors import CharlabError
 from .registry import Registry
 
 
+# The DataConfig fields that change what a model sees (an image's pixels): the disk cache keys on
+# them, ensemble members must agree on them. The split and sampling fields do not belong here.
+PREPROCESS_FIELDS = ("image_size", "grayscale", "invert", "crop", "margin", "threshold")
+
+
 @dataclass
 class DataConfig:
     source: str = "synthetic"  # source string: synthetic[:opts], a folder/zip/csv path, mnist:DIR, emnist:DIR[:split], digitsum:...
@@ -27,6 +32,10 @@ class DataConfig:
     val_fraction: float = 0.15  # stratified validation share of the training data
     seed: int = 0  # seed of the split (and of generated sources)
     labels: Optional[str] = None  # label override file (charlab.labels) applied to the training data; None = none
+
+    def preprocessing(self) -> dict:
+        """{field: value} of PREPROCESS_FIELDS."""
+        return {f: getattr(self, f) for f in PREPROCESS_FIELDS}
 
     def validate(self) -> None:
         if self.image_size not in (28, 32, 64) and not (8 <= self.image_size <= 128):

@@ -32,8 +32,6 @@ from .errors import CheckpointError, DataError
 Ref = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 Progress = Callable[[int, int, str], None]
 
-# DataConfig fields that change what a model sees; ensemble members must agree on them.
-_PREPROCESS_FIELDS = ("image_size", "grayscale", "invert", "crop", "margin", "threshold")
 ENSEMBLE_SEP = "+"
 
 

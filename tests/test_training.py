@@ -261,6 +261,31 @@ def test_every_optimizer_schedule_balance_and_augmentation_trains(optimizer, sch
         assert any("oversampled" in n for n in result.notes)
 
 
+def test_bf16_autocast_option_changes_the_arithmetic_and_still_learns(splits):
+    fp32 = fit(tiny_config(), splits=splits)
+    bf16 = fit(tiny_config(bf16=True), splits=splits)
+    assert bf16.history[0]["train_loss"] != fp32.history[0]["train_loss"]  # the forward ran in bfloat16
+    assert abs(bf16.history[0]["train_loss"] - fp32.history[0]["train_loss"]) < 0.1 * fp32.history[0]["train_loss"]
+    assert bf16.history[-1]["val_acc"] > 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; the GPU path runs where one is")
+def test_gpu_path_keeps_data_and_augmentation_on_the_device(tmp_path, splits):
+    from charlab.augment import get_preset
+    from charlab.training import EpochBatches
+    from charlab.training.distributed import DistEnv
+    from charlab.training.state import stream_seed
+
+    cfg = tiny_config(device="cuda", bf16=True, augment=get_preset("strong"))
+    batches = EpochBatches(splits.train, cfg, DistEnv(), torch.device("cuda"), stream_seed)
+    x, y = next(iter(batches(1)))
+    assert x.is_cuda and y.is_cuda and batches.images.is_cuda  # resident: no host copy per batch
+    result = fit(cfg, tmp_path / "run", splits=splits)
+    assert next(result.model.parameters()).is_cuda
+    assert result.history[-1]["val_acc"] > 0.5
+    assert load_checkpoint(tmp_path / "run" / "best.pt").model(splits.val.images[:4].float() / 255).shape == (4, 4)
+
+
 def test_overfit_batch_debug_mode(splits):
     cfg = tiny_config(epochs=12, overfit_batch=True, lr=3e-3)
     cfg.model.kwargs = {"dropout": 0.0}

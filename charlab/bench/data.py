@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-CHARS74K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chars74k_hnd"
+from . import CHARS74K
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--chars74k", default=os.environ.get("CHARLAB_SHARED_DATA") and
-                   str(Path(os.environ["CHARLAB_SHARED_DATA"]) / "chars74k_hnd") or str(CHARS74K),
+    p.add_argument("--chars74k", default=str(CHARS74K),
                    help="folder holding trainPart1.zip and testPart1.zip")
     p.add_argument("--jpegs", type=int, default=60_000, help="images in the generated JPEG folder (0 skips it)")
     p.add_argument("--naive-sample", type=int, default=300, help="files the naive loop decodes before extrapolating")

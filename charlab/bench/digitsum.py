@@ -19,7 +19,9 @@ import shutil
 import time
 from pathlib import Path
 
-CHARS74K_TRAIN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chars74k_hnd" / "trainPart1.zip"
+from . import CHARS74K
+
+CHARS74K_TRAIN = CHARS74K / "trainPart1.zip"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

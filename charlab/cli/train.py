@@ -12,7 +12,6 @@ import argparse
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 from ..balance import BALANCE_STRATEGIES
@@ -20,6 +19,7 @@ from ..config import TrainConfig, from_dict
 from ..errors import CharlabError
 from .labels import add_option as add_labels_option
 from ..optim import OPTIMIZERS, SCHEDULES
+from ._progress import TqdmProgress as _TqdmProgress  # noqa: F401 (the name the bench modules import)
 
 # flag -> (config section or None, field)
 _FLAGS = {
@@ -120,41 +120,6 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         cfg.overfit_batch = True
     cfg.validate()
     return cfg
-
-
-class _TqdmProgress:
-    """progress(done, total, msg) -> one tqdm bar, re-created when the total changes
-    (data loading, then training). Off when stderr is not a terminal (a background run's
-    train.log gets one line per epoch instead of carriage-return noise)."""
-
-    def __init__(self, enabled: bool, stream=None):
-        self.enabled, self.bar, self.last, self.stream = enabled, None, 0.0, stream or sys.stdout
-
-    def __call__(self, done: int, total: int, msg: str) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if self.bar is None or self.bar.total != total:
-            self.close()
-            self.bar = tqdm(total=total, dynamic_ncols=True, leave=False, unit="batch")
-        self.bar.n = done
-        now = time.monotonic()
-        if now - self.last > 0.2 or done >= total:
-            self.bar.set_description_str(msg, refresh=False)
-            self.bar.refresh()
-            self.last = now
-
-    def write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -33,8 +33,10 @@ def cache_dir() -> Path:
 
 def prep_options(cfg: DataConfig) -> dict:
     """The DataConfig fields that change a loaded image (the split fields do not)."""
-    return {"image_size": cfg.image_size, "grayscale": cfg.grayscale, "invert": cfg.invert, "crop": cfg.crop,
-            "margin": cfg.margin, "threshold": cfg.threshold, "preprocess": PREPROCESS_VERSION}
+    opts = {**cfg.preprocessing(), "preprocess": PREPROCESS_VERSION}
+    if not opts.get("stroke_norm"):
+        opts.pop("stroke_norm", None)  # absent when off: old entries stay valid
+    return opts
 
 
 def cache_key(parts: dict) -> str:

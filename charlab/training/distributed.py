@@ -96,6 +96,24 @@ def all_gather_object(obj) -> list:
     return out
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """y = Σ_ranks x, differentiable: every rank's y depends on every rank's x, so the gradient
+    reaching x is the sum of the ranks' gradients of y (torch.distributed.nn's all_reduce, which
+    is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.clone()
+        dist.all_reduce(g, op=dist.ReduceOp.SUM)
+        return g
+
+
 class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the GLOBAL batch: per-channel sums,
     sums of squares and counts are all-reduced (differentiably) over the ranks, so 2 ranks of
@@ -111,13 +129,11 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and active()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce  # autograd-aware: grads are summed back
-
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]  # every axis but the channels
         xf = x.float()
         local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([x.numel() / c])])  # 2C+1
-        total = all_reduce(local)
+        total = _AllReduceSum.apply(local)
         n = total[-1]
         mean = total[:c] / n
         var = (total[c:2 * c] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises with
