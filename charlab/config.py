@@ -16,7 +16,7 @@ from .registry import Registry
 
 # The DataConfig fields that change what a model sees (an image's pixels): the disk cache keys on
 # them, ensemble members must agree on them. The split and sampling fields do not belong here.
-PREPROCESS_FIELDS = ("image_size", "grayscale", "invert", "crop", "margin", "threshold")
+PREPROCESS_FIELDS = ("image_size", "grayscale", "invert", "crop", "margin", "threshold", "stroke_norm")
 
 
 @dataclass
@@ -32,12 +32,21 @@ class DataConfig:
     val_fraction: float = 0.15  # stratified validation share of the training data
     seed: int = 0  # seed of the split (and of generated sources)
     labels: Optional[str] = None  # label override file (charlab.labels) applied to the training data; None = none
+    strokes: int = 0  # training split only: add K redrawings of each image as constant-width Draw-canvas pen strokes (charlab.data.strokes); 0 = off
+    stroke_pens: tuple = (10.0, 32.0)  # pen widths of those redrawings, uniform, in canvas pixels (the Draw page's pen: 6-40, default 20)
+    stroke_norm: Optional[float] = None  # redraw every image's ink as its skeleton with this pen width (fraction of the padded square's side; 0.08 ~ 2 px at 28) so tablet ink and canvas strokes look alike; None keeps the ink as drawn
 
     def preprocessing(self) -> dict:
         """{field: value} of PREPROCESS_FIELDS."""
         return {f: getattr(self, f) for f in PREPROCESS_FIELDS}
 
     def validate(self) -> None:
+        if not 0 <= self.strokes <= 8:
+            raise CharlabError(f"strokes (redrawings per training image) must be between 0 and 8, got {self.strokes}")
+        if self.stroke_norm is not None and not 0 < self.stroke_norm < 0.5:
+            raise CharlabError(f"stroke_norm must be a pen width in (0, 0.5) of the image side (or None), got {self.stroke_norm}")
+        if len(self.stroke_pens) != 2 or not 0 < self.stroke_pens[0] <= self.stroke_pens[1]:
+            raise CharlabError(f"stroke_pens must be a (low, high) pair of positive widths, got {self.stroke_pens}")
         if self.image_size not in (28, 32, 64) and not (8 <= self.image_size <= 128):
             raise CharlabError(f"image_size must be between 8 and 128 (28, 32 or 64 usual), got {self.image_size}")
         if self.invert not in ("auto", "yes", "no"):
@@ -226,6 +235,8 @@ def to_dict(cfg: Any) -> dict:
 
 def from_dict(cls: type, d: dict | None) -> Any:
     """Rebuild a (nested) config dataclass; unknown keys are ignored so old checkpoints still load."""
+    if d is not None and not isinstance(d, dict):
+        raise CharlabError(f"a {cls.__name__} must be a JSON object of fields, not a {type(d).__name__}")
     d = dict(d or {})
     kwargs = {}
     for f in fields(cls):
@@ -237,8 +248,23 @@ def from_dict(cls: type, d: dict | None) -> Any:
             v = from_dict(sub, v)
         elif isinstance(v, list) and isinstance(f.default, tuple):
             v = tuple(v)
+        _check_type(cls, f, v)
         kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def _check_type(cls: type, f: dataclasses.Field, v: Any) -> None:
+    """A field given a value of another kind ("epochs": "many") is refused by name; None stays
+    allowed wherever the default is None, and an int stands for a float (JSON has one number)."""
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if v is None or default is None:
+        return
+    want = type(default)
+    ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+    if want is float and isinstance(v, int) and not isinstance(v, bool):
+        ok = True
+    if not ok:
+        raise CharlabError(f"config field {cls.__name__}.{f.name} must be {want.__name__}, got {v!r}")
 
 
 _DATACLASS_FIELDS = {

@@ -50,6 +50,14 @@ def default() -> TrainConfig:
     return TrainConfig()
 
 
+@RECIPES.register("strokes")
+def strokes() -> TrainConfig:
+    """The default recipe plus two Draw-canvas pen-stroke redrawings of every training image (the shipped default.pt's)."""
+    cfg = TrainConfig()
+    cfg.data.strokes = 2  # random pens 10-32 px on the 280-px canvas: the Draw page's domain (charlab.data.strokes)
+    return cfg
+
+
 @RECIPES.register("report_lenet")
 def report_lenet() -> TrainConfig:
     """Chars74K report, LeNet-like net (ReLU): the report got about 50%."""

@@ -121,3 +121,9 @@ def test_train_cli_starts_from_a_recipe():
     cfg = build_config(args)
     assert cfg.model.kwargs == {"activation": "mish"} and cfg.epochs == 2 and cfg.augment.is_identity()
     assert to_dict(build_config(build_parser().parse_args(["train"]))) == to_dict(TrainConfig())
+
+
+def test_the_strokes_recipe_is_the_default_plus_canvas_stroke_redrawings():
+    ours, default = to_dict(get_recipe("strokes")), to_dict(TrainConfig())
+    assert ours["data"].pop("strokes") == 2 and default["data"].pop("strokes") == 0
+    assert ours == default  # nothing else differs: the comparison in BENCHMARKS.md is one option

@@ -11,8 +11,8 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..labels import LabelReport, apply as apply_labels
 from ._registry import Progress
-from .dataset import CharDataset
 from .classes import class_lookup
+from .dataset import CharDataset
 from .sources import check_test_source, load_source, load_test_source
 
 
@@ -98,4 +98,11 @@ def load_splits(cfg: DataConfig, progress: Progress | None = None) -> Splits:
         notes.append(f"{len(single)} class{'es' if len(single) > 1 else ''} with a single image kept in train, "
                      f"none in validation: {names}")
     notes.append(f"validation: {len(val_idx)} images ({cfg.val_fraction:.0%} of each class, stratified, seed {cfg.seed})")
-    return Splits(train=full.subset(train_idx), val=full.subset(val_idx), test=test, notes=notes, labels=labels)
+    train = full.subset(train_idx)
+    if cfg.strokes:  # the training images also as Draw-canvas pen strokes; validation and test stay as published
+        from .strokes import with_strokes
+
+        train = with_strokes(train, full, train_idx, cfg, progress=progress)
+        notes.append(f"training split: {len(train_idx)} images + {cfg.strokes} stroke redrawing(s) of each "
+                     f"(pens {cfg.stroke_pens[0]:g}-{cfg.stroke_pens[1]:g} px on the Draw canvas)")
+    return Splits(train=train, val=full.subset(val_idx), test=test, notes=notes, labels=labels)
