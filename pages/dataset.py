@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+import ui_health
 from charlab.errors import CharlabError
 
 ui.require_app_frame()
@@ -96,3 +97,6 @@ with right:
                      hide_index=True, height=min(35 * len(skipped) + 38, 300))
     else:
         st.caption("None: every file was used.")
+
+# ---- data health: leaks, duplicates, outliers, look-alike classes and the embedding map
+ui_health.section(ui.data_config())

@@ -1,8 +1,9 @@
-"""`python -m charlab data info|grid`: look at a data source from the shell.
+"""`python -m charlab data info|grid|health`: look at a data source from the shell.
 
     python -m charlab data info --source ../shared/data/chars74k_hnd/trainPart1.zip --json
     python -m charlab data info --source synthetic
     python -m charlab data grid --source mnist:~/data --out grid.png
+    python -m charlab data health --source ../shared/data/chars74k_hnd/trainPart1.zip --json
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from collections import Counter
 import numpy as np
 
 from ..config import DataConfig
-from ._progress import TqdmProgress
 from .labels import add_option as add_labels_option
 
 
@@ -39,6 +39,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     grid.add_argument("--split", choices=("train", "test"), default="train", help="which split to draw from")
     grid.set_defaults(func=cmd_grid)
 
+    health = dsub.add_parser("health", help="duplicates, train/test leaks, outliers and look-alike classes",
+                             description="Embed every image (a model's penultimate features, or pixels), then find exact "
+                                         "and near duplicates, test images with a copy in train, blank / inverted / far "
+                                         "outliers and classes that overlap. Cached after the first time.")
+    _common(health)
+    health.add_argument("--run", default=None, help="run directory or checkpoint whose features embed the images "
+                                                    "(default: checkpoints/default.pt; its preprocessing is used)")
+    # no choices= here: importing charlab.health (torch) would slow every command's start-up;
+    # charlab.health's registries refuse an unknown name with the valid ones
+    health.add_argument("--embedding", default="model", help="model (its penultimate features) or pixels")
+    health.add_argument("--map", default="umap", dest="method", help="2-D map besides PCA: umap or pca")
+    health.add_argument("--near-threshold", type=float, default=None,
+                        help="RMS difference (0..1) of 32×32 thumbnails for a near-copy (default: charlab.health's, 0.02)")
+    health.add_argument("--json", action="store_true", help="print one JSON object")
+    health.add_argument("--limit", type=int, default=10, help="rows listed per check in the text output")
+    health.set_defaults(func=cmd_health)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="synthetic[:opts], a folder/.zip/.csv path, mnist:DIR, emnist:DIR[:split]")
@@ -58,6 +75,36 @@ def _config(args: argparse.Namespace) -> DataConfig:
     resolve(cfg.source)  # an empty or missing source is refused before anything loads
     check_test_source(cfg.source, cfg.test_source)
     return cfg
+
+
+class TqdmProgress:
+    """A `progress(done, total, message)` callback drawing one tqdm bar per message on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.message = None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or message != self.message:
+            self.close()
+            self.bar = tqdm(total=total, desc=message, unit="img", file=sys.stderr, leave=False)
+            self.message = message
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> "TqdmProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def info_dict(cfg: DataConfig, threshold: int | None = None, splits: bool = True, progress=None) -> dict:
@@ -90,7 +137,7 @@ def info_dict(cfg: DataConfig, threshold: int | None = None, splits: bool = True
 
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    with TqdmProgress(stream=sys.stderr, unit="img", per_message=True) as progress:
+    with TqdmProgress() as progress:
         out = info_dict(cfg, threshold=args.threshold, splits=not args.no_splits, progress=progress)
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -135,7 +182,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from ..io import atomic_write
 
     cfg = _config(args)
-    with TqdmProgress(stream=sys.stderr, unit="img", per_message=True) as progress:
+    with TqdmProgress() as progress:
         ds = load_source(cfg.source, cfg, split=args.split, progress=progress)
     if ds is None:
         raise CharlabError(f"{cfg.source} has no test split")
@@ -145,4 +192,56 @@ def cmd_grid(args: argparse.Namespace) -> int:
         img = img.resize((img.width * args.scale, img.height * args.scale), Image.Resampling.NEAREST)
     atomic_write(args.out, lambda f: img.save(f, format="PNG"))
     print(f"wrote {args.out}: {ds.num_classes} classes × {args.per_class} samples ({int(np.sum(ds.counts()))} images)")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..data import load_splits
+    from ..health import NEAR_THRESHOLD, check
+    from ..predict import load_predictor
+
+    predictor = None
+    if args.embedding == "model":
+        ref = args.run or str(Path(__file__).resolve().parents[2] / "checkpoints" / "default.pt")
+        if args.run or Path(ref).exists():
+            predictor = load_predictor(ref)
+    cfg = _config(args)
+    if predictor is not None:  # the model's own preprocessing, at the model's image size
+        from dataclasses import replace
+
+        cfg = replace(predictor.data_config_for(cfg.source), test_source=cfg.test_source, seed=cfg.seed)
+    with TqdmProgress() as progress:
+        splits = load_splits(cfg, progress=progress)
+        report = check({"train": splits.train, "val": splits.val, "test": splits.test}, predictor,
+                       embedding=args.embedding, method=args.method, near_threshold=args.near_threshold if args.near_threshold is not None else NEAR_THRESHOLD,
+                       seed=cfg.seed, progress=progress)
+    if args.json:
+        print(json.dumps({"source": cfg.source, **report.to_dict()}, indent=2, ensure_ascii=False))
+        return 0
+    m = report.meta
+    print(f"source     {cfg.source} ({report.n} images: "
+          + ", ".join(f"{s} {int((report.table['split'] == s).sum())}" for s in m["splits"]) + ")")
+    print(f"embedding  {m['embedding']}{' of ' + m['model'] if m.get('model') else ''}, map {m['method']}"
+          f"{' (cached)' if report.from_cache else ''}")
+    for note in m["notes"]:
+        print(f"  - {note}")
+    for line in report.summary_lines():
+        print(line)
+    n = args.limit
+    if len(report.leaks):
+        print(f"\nleaks (test -> train, distance):")
+        for r in report.leaks.head(n).itertuples():
+            print(f"  {r.test}  ->  {r.train}  {r.distance:.3f}")
+    if report.duplicates:
+        print("\nduplicate groups:")
+        for g in report.duplicates[:n]:
+            print(f"  {g['kind']:<5} {'+'.join(g['splits']):<15} " + ", ".join(g["paths"][:4])
+                  + (f" (+{len(g['paths']) - 4})" if len(g["paths"]) > 4 else ""))
+    if len(report.outliers):
+        print("\noutliers (kind, score):")
+        for kind, rows in report.outliers.groupby("kind"):
+            for r in rows.head(n).itertuples():
+                print(f"  {kind:<8} {r.score:7.3f}  {r.path}")
     return 0

@@ -1,0 +1,123 @@
+"""The Dataset page's data-health map in headless Chromium: it renders for the synthetic source,
+Chars74K and a 60,000-image folder, and a lasso drawn with the mouse opens the images it encloses.
+Screenshots at 1280×800 and 1920×1080 go to screenshots/ (git-ignored)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, _no_exception, app_url  # noqa: F401 - the server fixture
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def browser(app_url):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _wait(pg, timeout_s: float = 420) -> None:
+    """Until the script has finished AND the health section is drawn (a first check takes a while)."""
+    pg.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_s * 1000)
+    pg.get_by_text("Map (", exact=False).first.wait_for(timeout=timeout_s * 1000)
+    pg.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_s * 1000)
+    pg.wait_for_timeout(1500)
+
+
+def _open(browser, url: str, size: tuple[int, int], path_source: str | None = None):
+    pg = browser.new_page(viewport={"width": size[0], "height": size[1]}, device_scale_factor=1)
+    pg.goto(f"{url}/dataset")
+    pg.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=120_000)
+    if path_source:
+        side = pg.locator("[data-testid=stSidebar]")
+        side.locator("[data-testid=stSelectbox]").first.click()
+        pg.get_by_role("option", name="Folder or zip").click()
+        box = side.get_by_placeholder("/data/chars74k_hnd/trainPart1.zip")
+        box.wait_for(timeout=30_000)
+        box.fill(path_source)
+        box.press("Enter")
+        pg.wait_for_timeout(1000)
+    _wait(pg)
+    _no_exception(pg, "dataset")
+    return pg
+
+
+def _map_box(pg):
+    plot = pg.locator(".js-plotly-plot").filter(has=pg.locator(".scatterlayer, .gl-container")).last
+    plot.scroll_into_view_if_needed()
+    box = plot.locator(".nsewdrag").first.bounding_box()
+    assert box and box["width"] > 300, f"the map is too small to use: {box}"
+    return box
+
+
+def _shoot(pg, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    h = pg.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    w = pg.viewport_size["width"]
+    pg.set_viewport_size({"width": w, "height": max(800, min(int(h) + 40, 7000))})
+    pg.wait_for_timeout(1200)
+    pg.screenshot(path=str(SHOTS / f"{name}-{w}.png"))
+
+
+def _lasso(pg, box) -> None:
+    """A lasso round the middle of the map (the figure's default drag mode)."""
+    cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 3, box["height"] / 3
+    pg.mouse.move(cx - rx, cy - ry)
+    pg.mouse.down()
+    for t in np.linspace(0, 2 * np.pi, 40):
+        pg.mouse.move(cx + rx * np.cos(t + np.pi * 1.25), cy + ry * np.sin(t + np.pi * 1.25), steps=2)
+    pg.mouse.up()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_map_lasso_shows_the_enclosed_images(app_url, browser, size):  # noqa: F811
+    pg = _open(browser, app_url, size)
+    assert pg.get_by_text("Test images leaking").count() == 1
+    _lasso(pg, _map_box(pg))
+    heading = pg.locator("h3", has_text="selected image")
+    heading.first.wait_for(timeout=120_000)
+    pg.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=120_000)
+    n = int(heading.first.inner_text().split()[0])
+    assert n >= 5, f"a lasso round a third of the map selected only {n} images"
+    # the images themselves, with their labels, and the relabel / exclude form
+    assert pg.locator("[data-testid=stImage]").count() >= 5
+    assert pg.get_by_role("button", name="Exclude").count() == 1
+    _no_exception(pg, "dataset after a lasso")
+    _shoot(pg, "dataset-health-synthetic")
+    pg.close()
+
+
+def test_map_renders_for_chars74k(app_url, browser, chars74k_train_zip):  # noqa: F811
+    pg = _open(browser, app_url, (1280, 800), str(chars74k_train_zip))
+    assert pg.get_by_text("near-copy in train", exact=False).count() >= 1
+    _map_box(pg)
+    _shoot(pg, "dataset-health-chars74k")
+    pg.close()
+
+
+def test_map_renders_for_a_60000_image_folder(app_url, browser, tmp_path_factory):  # noqa: F811
+    from PIL import Image
+
+    from charlab.config import DataConfig
+    from charlab.data import load_source
+
+    root = tmp_path_factory.mktemp("folder60k")
+    ds = load_source("synthetic:classes=digits,n=6000,test_n=5", DataConfig(source="synthetic"), split="train")
+    imgs, labels = ds.images[:, 0].numpy(), ds.labels.numpy()
+    for c in ds.classes:
+        (root / c).mkdir()
+    for i in range(len(ds)):  # dark ink on white paper, as scans come
+        Image.fromarray(255 - imgs[i]).save(root / ds.classes[labels[i]] / f"{i:05d}.png", compress_level=1)
+    assert len(ds) == 60_000
+    pg = _open(browser, app_url, (1920, 1080), str(root))
+    box = _map_box(pg)
+    assert pg.locator(".js-plotly-plot .gl-container canvas, .js-plotly-plot .scatterlayer").count() >= 1
+    _lasso(pg, box)
+    pg.locator("h3", has_text="selected image").first.wait_for(timeout=180_000)
+    _shoot(pg, "dataset-health-60k")
+    pg.close()

@@ -1,0 +1,203 @@
+"""The Dataset page's data-health section: counts, leak pairs, duplicate and outlier grids, and
+the embedding map whose box / lasso selection opens the images and feeds the relabel loop.
+
+Widgets -> charlab.health -> Plotly. Plotly's hover label cannot hold an image, so hovering names
+the image (class, split, path, flag) and a click or a box / lasso selection shows the images.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from charlab.errors import CharlabError
+
+COLOUR_BY = {"label": "class", "split": "split", "correct": "correct / wrong", "flag": "health flag"}
+FLAG_COLOURS = {"ok": "#9DB4CF", "duplicate": "#F2B701", "leak": "#E45756", "blank": "#444444",
+                "inverted": "#B279A2", "far": "#54A24B"}
+PALETTE = ["#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6",
+           "#9D755D", "#BAB0AC", "#1F77B4", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#17BECF"]
+MAX_SHOWN = 120  # images shown for one selection (the rest are counted)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def report(key: str, ref: Optional[str], mtime: float, embedding: str, method: str):
+    """charlab.health.check on the sidebar's splits (charlab caches it on disk as well)."""
+    from charlab.health import check
+
+    splits = ui.load_splits(key)
+    pred = ui.predictor(ref, mtime) if ref and embedding == "model" else None
+    bar = ui._Bar("Checking the data's health…")
+    try:
+        return check({"train": splits.train, "val": splits.val, "test": splits.test}, pred,
+                     embedding=embedding, method=method, progress=bar)
+    finally:
+        bar.close()
+
+
+def section(cfg) -> None:
+    """The whole data-health section for the DataConfig the page loaded."""
+    from charlab.health import EMBEDDINGS, MAPS
+
+    st.header("Data health")
+    ref = st.session_state.get("model_ref")
+    c = st.columns([1.2, 1.2, 1.2, 2])
+    embedding = c[0].segmented_control("Embedding", EMBEDDINGS.names(), default="model" if ref else "pixels",
+                                       required=True, key="dh_emb", help="model: the active model's penultimate "
+                                       "features; pixels: 32×32 thumbnails, no model needed")
+    method = c[1].segmented_control("Map", MAPS.names(), default="umap", required=True, key="dh_map",
+                                    format_func=str.upper)
+    colour = c[2].selectbox("Colour by", list(COLOUR_BY), format_func=COLOUR_BY.get, key="dh_colour")
+    if not c[3].toggle("Run the checks", value=True, key="dh_on",
+                       help="The first run embeds every image and reads the files again (about a minute for "
+                            "60,000 images); later visits come from the cache."):
+        return
+    try:
+        rep = report(ui.cfg_key(cfg), ref, ui._mtime(ref) if ref else 0.0, embedding, method)
+    except CharlabError as e:
+        ui.error(e)
+        return
+    _summary(rep)
+    _leaks(rep)
+    _map(rep, colour)
+    _findings(rep)
+
+
+def _summary(rep) -> None:
+    n = rep.counts()
+    tested = int((rep.table["split"] == "test").sum())
+    m = st.columns(6)
+    m[0].metric("Test images leaking", f"{n['leaks']}" + (f" / {tested}" if tested else ""),
+                help="Test images with an exact or near copy in train or validation.")
+    m[1].metric("Exact duplicate groups", n["exact_duplicate_groups"])
+    m[2].metric("Near-duplicate groups", n["near_duplicate_groups"])
+    m[3].metric("Blank", n["blank"])
+    m[4].metric("Inverted", n["inverted"])
+    m[5].metric("Far from every class", n["far"])
+    meta = rep.meta
+    st.caption(" · ".join(rep.summary_lines()[1:]) + f" · embedding: {meta['embedding']}"
+               + (f" of {meta['model']}" if meta.get("model") else "")
+               + (" · cached" if rep.from_cache else f" · computed in {meta.get('seconds', 0):.1f} s"))
+    for note in meta.get("notes", []):
+        st.caption(":material/info: " + note)
+
+
+def _leaks(rep) -> None:
+    leaks = rep.leaks
+    if not len(leaks):
+        tested = int((rep.table["split"] == "test").sum())
+        st.success(f"No test image has a near-copy in train ({tested} test images checked)." if tested
+                   else "No test split: nothing can leak.", icon=":material/verified:")
+        return
+    st.error(f"**{len(leaks)} test image{'s have' if len(leaks) > 1 else ' has'} a near-copy in train.** "
+             "Scores on the test split overstate how the model does on new writing.", icon=":material/warning:")
+    shown = leaks.head(24)
+    pairs = [np.concatenate([rep.image(t), np.full((rep.image(t).shape[0], 2), 90, np.uint8), rep.image(o)], 1)
+             for t, o in zip(shown["test_row"], shown["train_row"])]
+    caps = [f"test | train · {d:.3f}" for d in shown["distance"]]
+    ui.images_row(pairs, caps, px=64)
+    with st.expander(f"All {len(leaks)} leaking pairs"):
+        st.dataframe(leaks[["test", "train", "distance"]], hide_index=True, height=min(35 * len(leaks) + 38, 320))
+
+
+def _map(rep, colour: str) -> None:
+    t = rep.table
+    if colour == "correct" and "correct" not in t:
+        st.caption("Correct / wrong needs the model embedding of an active model; coloured by class instead.")
+        colour = "label"
+    values = t[colour].map({1.0: "correct", 0.0: "wrong"}).fillna("unknown class") if colour == "correct" else t[colour]
+    fig = go.Figure()
+    trace = go.Scattergl if len(t) > 20000 else go.Scatter  # WebGL keeps 60,000 points responsive
+    cats = list(dict.fromkeys(values.astype(str)))
+    if colour == "flag":
+        cats = [f for f in FLAG_COLOURS if f in cats]
+    for i, cat in enumerate(cats):
+        rows = np.flatnonzero(values.astype(str).to_numpy() == cat)
+        sub = t.iloc[rows]
+        fig.add_trace(trace(
+            x=sub["x"], y=sub["y"], mode="markers", name=cat, customdata=np.stack([rows, sub["label"], sub["split"],
+                                                                                     sub["path"], sub["flag"]], 1),
+            marker=dict(size=4 if len(t) > 5000 else 6, opacity=0.75,
+                        color=FLAG_COLOURS.get(cat) if colour == "flag" else PALETTE[i % len(PALETTE)]),
+            hovertemplate="<b>%{customdata[1]}</b> · %{customdata[2]} · %{customdata[4]}<br>%{customdata[3]}<extra></extra>"))
+    fig.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", legend=dict(itemsizing="constant"),
+                      showlegend=len(cats) <= 70, xaxis=dict(visible=False), yaxis=dict(visible=False))
+    st.subheader(f"Map ({rep.meta['method'].upper()} of the {rep.meta['embedding']} embedding)")
+    st.caption("Hover a point for its class and file; click one, or draw a lasso or box round several, to see the images.")
+    event = st.plotly_chart(fig, key="dh_map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    pts = event.selection.points if event and event.selection else []
+    rows = sorted({int(p["customdata"][0]) for p in pts if p.get("customdata") is not None})
+    if rows:
+        _selected(rep, rows)
+
+
+def _selected(rep, rows: list[int]) -> None:
+    t = rep.table.iloc[rows]
+    st.subheader(f"{len(rows)} selected image{'s' if len(rows) > 1 else ''}")
+    shown = rows[:MAX_SHOWN]
+    ui.images_row([rep.image(r) for r in shown],
+                  [f"{rep.table.at[r, 'label']} · {rep.table.at[r, 'split']}" for r in shown], px=64)
+    if len(rows) > MAX_SHOWN:
+        st.caption(f"… and {len(rows) - MAX_SHOWN} more")
+    trainable = t[t["split"] != "test"]
+    if not len(trainable):
+        st.caption("Only test images are selected; label decisions apply to the training data.")
+        return
+    classes = sorted(set(rep.table["label"]))
+    with st.form("dh_decide", border=True):
+        c = st.columns([2, 1, 1])
+        new = c[0].selectbox("Relabel the selected training images as", classes, key="dh_new_label")
+        relabel = c[1].form_submit_button("Relabel", icon=":material/edit:")
+        exclude = c[2].form_submit_button("Exclude", icon=":material/block:")
+    if relabel or exclude:
+        _decide(rep, trainable, "relabel" if relabel else "exclude", new)
+
+
+def _decide(rep, rows, action: str, label: str) -> None:
+    from charlab import labels
+
+    source = st.session_state.get("source") or ""
+    try:
+        ov = labels.LabelOverrides.load(labels.default_path_for(source), source)
+        n = ov.decide([{"hash": r.hash or None, "path": r.path, "action": action, "label": label, "given": r.label}
+                       for r in rows.itertuples()], what=f"{action} {len(rows)} images from the data-health map")
+        path = ov.save()
+    except CharlabError as e:
+        ui.error(e)
+        return
+    st.success(f"{action.capitalize()}d {n} image{'s' if n != 1 else ''}; saved to `{path}`. "
+               "Every loader applies these decisions; undo them on the Labels page.", icon=":material/check:")
+
+
+def _findings(rep) -> None:
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.subheader("Duplicates")
+        if not rep.duplicates:
+            st.caption(f"None: no two images within {rep.meta['near_threshold']:g} of each other.")
+        for g in rep.duplicates[:8]:
+            rows = g["rows"][:12]
+            ui.images_row([rep.image(r) for r in rows], [rep.table.at[r, "split"] for r in rows], px=48)
+            st.caption(f"{g['kind']} · {len(g['rows'])} images · " + ", ".join(g["paths"][:3])
+                       + (" …" if len(g["paths"]) > 3 else ""))
+        if len(rep.duplicates) > 8:
+            st.caption(f"… and {len(rep.duplicates) - 8} more groups (`python -m charlab data health --json` lists all)")
+    with right:
+        st.subheader("Outliers")
+        if not len(rep.outliers):
+            st.caption("None: no blank, inverted or far-off image.")
+        for kind, grp in rep.outliers.groupby("kind", sort=False):
+            rows = grp["row"].astype(int).tolist()[:24]
+            st.markdown(f"**{kind}** · {len(grp)}")
+            ui.images_row([rep.image(r) for r in rows], [rep.table.at[r, "label"] for r in rows], px=48)
+        st.subheader("Look-alike classes")
+        if rep.lookalikes:
+            st.markdown(" · ".join(f"`{' '.join(g)}`" for g in rep.lookalikes))
+            st.caption(f"Classes whose images neighbour each other in the embedding (share of links ≥ "
+                       f"{rep.meta['overlap_min']:.0%}); strongest pairs: "
+                       + ", ".join(f"{r.a}/{r.b} {r.overlap:.0%}" for r in rep.overlap.head(6).itertuples()))
+        else:
+            st.caption("None: every class keeps to itself in the embedding.")
