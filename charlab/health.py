@@ -153,19 +153,19 @@ def _chunk_rows(n_cols: int) -> int:
 
 
 def pca(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
-    """N×D -> N×min(dims, D) centred principal components (randomised SVD; a sample fits the basis)."""
+    """N×D -> N×min(dims, D) centred principal components. The basis comes from the D×D covariance
+    of at most 5,000 rows (one matmul and an eigh: far cheaper than a low-rank SVD's QR steps;
+    the neighbour searches need an orthonormal basis, not the best one)."""
     n, d = x.shape
     dims = max(1, min(dims, d, n))
     t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     mean = t.mean(0, keepdim=True)
     g = torch.Generator().manual_seed(seed)
-    sample = t[torch.randperm(n, generator=g)[:20000]] if n > 20000 else t
-    if dims + 8 >= min(sample.shape):
-        v = torch.linalg.svd(sample - mean, full_matrices=False)[2].T  # D×r
-    else:
-        torch.manual_seed(seed)
-        v = torch.pca_lowrank(sample - mean, q=dims + 8, center=False, niter=3)[2]  # D×(dims+8)
-    v = v[:, :dims]  # D×dims, orthonormal columns
+    sample = (t[torch.randperm(n, generator=g)[:5000]] if n > 5000 else t) - mean
+    cov = (sample.T @ sample).double()  # D×D
+    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues
+    v = vecs[:, -dims:].flip(1).float()  # D×dims, orthonormal, largest first
+    v = v * torch.where(v.sum(0) < 0, -1.0, 1.0)  # a fixed sign, so maps do not flip between runs
     return ((t - mean) @ v).numpy()
 
 
@@ -179,13 +179,15 @@ def knn(x: np.ndarray, k: int, progress: Optional[Progress] = None) -> tuple[np.
         return idx, dist
     t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     sq = (t * t).sum(1)  # N
+    tt = t.T.contiguous()
     step = _chunk_rows(n)
     for a in range(0, n, step):
         b = min(a + step, n)
-        d2 = sq[a:b, None] + sq[None, :] - 2 * (t[a:b] @ t.T)  # B×N, the only block held
-        d2[torch.arange(b - a), torch.arange(a, b)] = float("inf")
-        v, i = torch.topk(d2, k, dim=1, largest=False)
-        idx[a:b], dist[a:b] = i.numpy(), v.clamp_min_(0).sqrt_().numpy()
+        # |c|^2 - 2 r.c in one fused pass; |r|^2 is constant along a row, so topk does not need it
+        d = torch.addmm(sq[None, :], t[a:b], tt, alpha=-2.0)  # B×N, the only block held
+        d[torch.arange(b - a), torch.arange(a, b)] = float("inf")
+        v, i = torch.topk(d, k, dim=1, largest=False)
+        idx[a:b], dist[a:b] = i.numpy(), (v + sq[a:b, None]).clamp_min_(0).sqrt_().numpy()
         if progress:
             progress(b, n, "finding neighbours")
     return idx, dist
@@ -197,39 +199,53 @@ def near_pairs(x: np.ndarray, threshold: float, y: Optional[np.ndarray] = None,
     i in x, j in y between two sets. Chunked: a B×M block at a time, never N×N.
 
     Candidates come from a PCA projection, whose distances never exceed the true ones, so no
-    pair is missed; each candidate is then measured at full dimension."""
-    both = x if y is None else np.concatenate([x, y])
+    pair is missed; each candidate is then measured at full dimension. Rows are sorted by the
+    first component, and a chunk is only compared with the columns whose first component lies
+    within `threshold` of its own (|p1 difference| <= distance): a band, not all N columns."""
+    e = np.zeros(0, np.int64)
     if len(x) == 0 or (y is not None and len(y) == 0):
-        e = np.zeros(0, np.int64)
         return e, e, np.zeros(0, np.float32)
+    both = x if y is None else np.concatenate([x, y])
     full = torch.from_numpy(np.ascontiguousarray(both, np.float32))
     proj = torch.from_numpy(np.ascontiguousarray(pca(both, PCA_DIMS), np.float32))
     nx = len(x)
-    rows_p, cols_p = proj[:nx], (proj[:nx] if y is None else proj[nx:])
-    rows_f, cols_f = full[:nx], (full[:nx] if y is None else full[nx:])
+    row_id = torch.argsort(proj[:nx, 0])
+    col_id = row_id if y is None else nx + torch.argsort(proj[nx:, 0])
+    rows_p, cols_p = proj[row_id], proj[col_id]  # sorted by the first component
+    key = cols_p[:, 0].contiguous()
     sq_c = (cols_p * cols_p).sum(1)
     out_i, out_j, out_d = [], [], []
-    step = _chunk_rows(len(cols_p))
+    step = min(1024, _chunk_rows(len(cols_p)))  # short chunks keep the bands narrow
     t2 = threshold * threshold
     for a in range(0, nx, step):
         b = min(a + step, nx)
         r = rows_p[a:b]
-        d2 = (r * r).sum(1)[:, None] + sq_c[None, :] - 2 * (r @ cols_p.T)  # B×M projected
-        ci, cj = torch.nonzero(d2 <= t2 + 1e-6, as_tuple=True)
-        ci = ci + a
+        lo = int(torch.searchsorted(key, r[0, 0] - threshold))
+        hi = int(torch.searchsorted(key, r[-1, 0] + threshold, right=True))
+        if y is None:
+            lo = max(lo, a)  # the upper triangle: pairs with a later row come up in that row's chunk
+        if hi <= lo:
+            continue
+        c = cols_p[lo:hi]
+        d = torch.addmm(sq_c[None, lo:hi], r, c.T, alpha=-2.0)  # B×band: |c|^2 - 2 r.c
+        ci, cj = torch.nonzero(d <= (t2 + 1e-6) - (r * r).sum(1)[:, None], as_tuple=True)
+        ci, cj = ci + a, cj + lo
         if y is None:
             keep = cj > ci
             ci, cj = ci[keep], cj[keep]
         if len(ci):
-            d = (rows_f[ci] - cols_f[cj]).pow_(2).sum(1).sqrt_()  # exact, candidates only
-            ok = d <= threshold
-            out_i.append(ci[ok].numpy())
-            out_j.append(cj[ok].numpy())
-            out_d.append(d[ok].numpy())
+            gi, gj = row_id[ci], col_id[cj]
+            dist = (full[gi] - full[gj]).pow_(2).sum(1).sqrt_()  # exact, candidates only
+            ok = dist <= threshold
+            gi, gj = gi[ok], gj[ok] - (0 if y is None else nx)
+            if y is None:
+                gi, gj = torch.minimum(gi, gj), torch.maximum(gi, gj)
+            out_i.append(gi.numpy())
+            out_j.append(gj.numpy())
+            out_d.append(dist[ok].numpy())
         if progress:
             progress(b, nx, "searching near-duplicates")
     if not out_i:
-        e = np.zeros(0, np.int64)
         return e, e, np.zeros(0, np.float32)
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
 
@@ -618,7 +634,8 @@ def _compute(datasets, predictor, embedding, method, thr, seed, cache_dir, progr
     flag[blank] = "blank"
     table = pd.DataFrame({"split": split_arr, "index": np.concatenate(index_col), "path": paths,
                           "label": label_col, "x": xy[:, 0], "y": xy[:, 1], "pca_x": xy_pca[:, 0],
-                          "pca_y": xy_pca[:, 1], "flag": flag.astype(str), "far_score": far_score})
+                          "pca_y": xy_pca[:, 1], "flag": flag.astype(str), "far_score": far_score,
+                          "hash": [h or "" for h in hashes]})
     if probs is not None:
         mp = [predictor.classes[j] for j in probs.argmax(1)]
         table["pred"] = mp
