@@ -177,10 +177,10 @@ class _DeadTrialCallback:
         self.retry(study, trial)
         run_dir = trial.user_attrs.get("run_dir")
         worker = trial.user_attrs.get("worker") or {}
-        if run_dir and Path(run_dir, "status.json").is_file():
-            from .runs import read_status, update_status
+        from .runs import ACTIVE, RunDir, read_status, update_status
 
-            if read_status(run_dir).get("state") in ("running", "queued"):
+        if run_dir and RunDir(run_dir).status.is_file():
+            if read_status(run_dir).get("state") in ACTIVE:  # as written: the dead worker never ended it
                 update_status(run_dir, state="failed", ended=time.time(),
                               error_tail=f"the sweep worker (pid {worker.get('pid')} on {worker.get('host')}) died "
                                          f"during trial {trial.number}; the trial was failed and re-queued")
@@ -366,7 +366,14 @@ def _work(study, base: TrainConfig, trials: int, *, root, tune_model: bool, spli
         # workers, so the next ask takes up a re-queued one (an RDB's optimize does this itself).
         for number in fail_dead_trials(study):
             log(f"trial {number}: its worker died; failed and re-queued")
-        study.optimize(objective, n_trials=1, catch=(CharlabError,))
+        try:
+            study.optimize(objective, n_trials=1, catch=(CharlabError,))
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
+            if "Cannot tell" not in str(e) and not isinstance(e, optuna.exceptions.UpdateFinishedTrialError):
+                raise
+            # Our heartbeat came too late (a starved machine) and another worker failed and
+            # re-queued the trial; its copy runs again, and this worker goes on.
+            log(f"a trial of this worker was failed by another worker (late heartbeat): {e}")
 
 
 def _shares(trials: int, workers: int) -> list[int]:

@@ -143,11 +143,11 @@ from tests.test_runs import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny trials: 10 digit classes of generated handwriting, one epoch, the recipe's own model size.
-TINY = "synthetic:classes=digits,n=12,test_n=2"
+TINY = "synthetic:classes=digits,n=8,test_n=2"
 
 
-def _sweep_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "charlab", "sweep", "--source", TINY, "--no-model-options", *args]
+def _sweep_cmd(*args: str, source: str = TINY) -> list[str]:
+    return [sys.executable, "-m", "charlab", "sweep", "--source", source, "--no-model-options", *args]
 
 
 def _env() -> dict:
@@ -179,8 +179,10 @@ def test_workers_share_a_journal_and_a_killed_workers_trial_is_requeued(tmp_path
     """`--workers 2` on the default storage (a journal file): trials add up, and a worker killed
     mid-trial leaves that trial failed and run again, its run directory failed (not running)."""
     storage, root = str(tmp_path / "sweeps.journal"), tmp_path / "runs"
+    # trials of a second or more (600 images, 3 epochs), so the kill lands mid-trial
     proc = subprocess.Popen(_sweep_cmd("--trials", "4", "--workers", "2", "--epochs", "3", "--name", "jw",
-                                       "--storage", storage, "--root", str(root), "--json"),
+                                       "--storage", storage, "--root", str(root), "--json",
+                                       source="synthetic:classes=digits,n=60,test_n=2"),
                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         number, run_dir = wait_for(lambda: _running_trial("jw", storage), 60, "a running trial")
@@ -275,15 +277,15 @@ def test_two_workers_on_postgresql_share_one_study(postgres, tmp_path):
     their trials add up, each a run the Runs page lists. Then a worker killed mid-trial: its
     heartbeat stops, the next worker fails the trial and runs it again (Optuna's retry)."""
     root = tmp_path / "runs"
-    common = ("--name", "pg", "--storage", postgres, "--root", str(root), "--heartbeat", "1", "--json")
-    procs = [subprocess.Popen(_sweep_cmd("--trials", "3", "--epochs", "1", "--seed", str(seed), *common), cwd=ROOT,
+    common = ("--name", "pg", "--storage", postgres, "--root", str(root), "--heartbeat", "2", "--json")
+    procs = [subprocess.Popen(_sweep_cmd("--trials", "2", "--epochs", "1", "--seed", str(seed), *common), cwd=ROOT,
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
     for p in procs:
         out, err = p.communicate(timeout=150)
         assert p.returncode == 0, err[-2000:]
     res = sweep_summary("pg", postgres)
-    assert len(res.trials) == 6 and all(t["state"] == "complete" for t in res.trials)
-    assert len({json.dumps(t["params"], sort_keys=True) for t in res.trials}) == 6  # the workers sampled apart
+    assert len(res.trials) == 4 and all(t["state"] == "complete" for t in res.trials)
+    assert len({json.dumps(t["params"], sort_keys=True) for t in res.trials}) == 4  # the workers sampled apart
     _assert_trials_are_runs(res, root)
 
     # A worker killed mid-trial: a long trial, SIGKILL once it trains.
@@ -291,12 +293,12 @@ def test_two_workers_on_postgresql_share_one_study(postgres, tmp_path):
                               env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         number, run_dir = wait_for(lambda: _running_trial("pg", postgres), 90, "the victim's running trial")
-        time.sleep(1.5)  # a heartbeat or two reach the database
+        time.sleep(2.0)  # a heartbeat reaches the database
     finally:
         victim.kill()
         victim.wait()
     assert sweep_summary("pg", postgres).trials[number]["state"] == "running"  # what a dead worker leaves behind
-    time.sleep(3 + 1)  # the grace period (3 heartbeats) passes
+    time.sleep(6.5)  # the grace period (3 heartbeats of 2 s) passes
     survivor = subprocess.run(_sweep_cmd("--trials", "1", "--epochs", "1", "--seed", "4", *common), cwd=ROOT,
                               env=_env(), capture_output=True, text=True, timeout=120)
     assert survivor.returncode == 0, survivor.stderr[-2000:]
@@ -305,5 +307,5 @@ def test_two_workers_on_postgresql_share_one_study(postgres, tmp_path):
     assert killed["state"] == "fail" and killed["run_dir"] == run_dir
     retry = [t for t in res.trials if t["retry_of"] == number]
     assert len(retry) == 1 and retry[0]["state"] == "complete" and retry[0]["params"] == killed["params"]
-    assert len(res.trials) == 8  # 6 + the killed one + its retry, which the survivor's one trial was
+    assert len(res.trials) == 6  # 4 + the killed one + its retry, which the survivor's one trial was
     _assert_trials_are_runs(res, root)
