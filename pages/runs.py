@@ -7,7 +7,7 @@ import ui_export
 import ui_runs
 from charlab.config import to_dict
 from charlab.errors import CharlabError
-from charlab.runs import delete_run, list_runs, read_config, resume_run, stop_run
+from charlab.runs import delete_run, kick_queue, list_runs, read_config, resume_run, stop_run
 
 ui.require_app_frame()
 
@@ -30,7 +30,6 @@ if not runs:
 by_id = {r.id: r for r in runs}
 ids = list(by_id)
 live = any(r.is_active for r in runs)
-
 
 # Only poll while something trains; when the last active run ends, one full rerun turns polling off.
 @st.fragment(run_every=REFRESH_S if live else None)
@@ -58,6 +57,15 @@ def live_view() -> None:
 live_view()
 if live:
     st.caption(f"Live: refreshing every {REFRESH_S:g} s while a run trains.")
+if any(r.queue_position for r in runs) and not any(r.is_training for r in runs):
+    # the trainer that would have started them died (kill -9, a reboot); listing never starts one
+    w1, w2 = st.columns([4, 1], vertical_alignment="center")
+    w1.warning("Runs are queued but nothing trains: the run ahead of them ended without starting them.",
+               icon=":material/schedule:")
+    if w2.button("Start the queue", key="runs_kick", icon=":material/play_arrow:", width="stretch"):
+        kick_queue(root)
+        st.rerun()
+
 
 st.divider()
 act, diff = st.columns([1, 1.25], gap="large")

@@ -21,6 +21,7 @@ from charlab.__main__ import main
 from charlab.config import TrainConfig
 from charlab.errors import CharlabError, RunError
 
+from test_app_pages import navigation_v2  # noqa: F401 - autouse: AppTest routes through app.py as the server does
 from test_ddp import _shapes  # noqa: E402 - pytest puts tests/ on sys.path
 from test_runs import wait_for
 
@@ -513,3 +514,26 @@ def test_the_runs_page_shows_stalled_foreign_damaged_and_asks_runinfo_for_its_bu
         assert at.button(key="runs_stop").disabled is not stop
         assert at.button(key="runs_resume").disabled is not resume
         assert at.checkbox(key="runs_confirm").disabled is not delete
+
+
+def test_a_queue_whose_trainer_died_is_started_from_the_runs_page_on_request_only(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from app_fixtures import make_checkpoint
+    from test_app_pages import ok, open_app
+
+    home = tmp_path / "lab"
+    root = home / "runs"
+    ckpt = make_checkpoint(home / "checkpoints" / "default.pt")
+    q = runs.create_run(config(), root, state="queued")
+    kicked = []
+    monkeypatch.setattr(runs, "kick_queue", lambda r, *a, **k: kicked.append(Path(r)))
+    monkeypatch.setattr(runs, "_spawn", lambda *a, **k: pytest.fail("a page render started a trainer"))
+    lab = SimpleNamespace(home=home, ckpt=ckpt, runs_root=root, drawings=home / "d")
+    at = open_app(lab, "runs")
+    ok(at)
+    assert any("nothing trains" in w.value for w in at.warning) and kicked == []
+    assert runs.run_info(q).state == "queued"
+    at.button(key="runs_kick").click().run()
+    ok(at)
+    assert kicked == [root]
