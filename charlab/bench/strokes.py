@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> dict:
     from ..cli.train import _TqdmProgress
     from ..data.strokes import PEN_PX
     from ..recipes import get_recipe
-    from ..runs import new_run_id
+    from ..runs import RunDir, new_run_id
     from ..training import evaluate, fit
 
     train_zip = chars74k_train_zip(args)
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict:
             t0 = time.process_time()
             cfg = get_recipe(args.recipe, source="synthetic", seed=args.seed, epochs=PRETRAIN_EPOCHS)
             res = fit(cfg, root / new_run_id("pretrain"), progress=bar)
-            shutil.copy(res.run_dir / "best.pt", path)
+            shutil.copy(RunDir(res.run_dir).best, path)
             pretrain_cpu["s"] = time.process_time() - t0
         return path
 
