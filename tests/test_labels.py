@@ -10,6 +10,8 @@ from charlab.data import CharDataset
 from charlab.errors import CharlabError
 from charlab.labels import LabelOverrides, apply, default_path_for
 
+from conftest import ROOT
+
 
 def small(n=6):
     """Six 'images' in classes a/b/c with folder-relative paths and made-up content hashes."""
@@ -120,3 +122,117 @@ def test_default_path_follows_the_source(tmp_path, monkeypatch):
     assert p.parent == tmp_path / "ud" / "labels" and p.name.startswith("set.zip-") and p.suffix == ".json"
     assert default_path_for("set.zip") == p  # relative and absolute spellings share one file
     assert default_path_for("synthetic") != p
+
+
+# --- end to end on a real copy: suspects -> labels apply -> every loader honours the file ----------
+
+@pytest.fixture(scope="module")
+def swapped_zip(chars74k_train_zip, tmp_path_factory):
+    """Chars74K's A-E (200 images) with folders A and B exchanged, as a zip in a tmp folder."""
+    from charlab.bench.labels import relabelled_zip
+    from charlab.config import DataConfig
+    from charlab.data import load_source
+
+    full = load_source(str(chars74k_train_zip), DataConfig())
+    y, cl = full.labels.numpy(), full.classes
+    keep = np.flatnonzero(np.isin(y, [cl.index(c) for c in "ABCDE"]))
+    sw = y.copy()
+    sw[y == cl.index("A")], sw[y == cl.index("B")] = cl.index("B"), cl.index("A")
+    return relabelled_zip(chars74k_train_zip, tmp_path_factory.mktemp("swap") / "abcde.zip", full, sw, keep=keep)
+
+
+def _cli(capsys, *argv):
+    from charlab.__main__ import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_suspects_reference_labels_apply_and_loaders(swapped_zip, tmp_path, capsys):
+    from charlab.config import DataConfig
+    from charlab.data import load_splits
+
+    ref = str(ROOT / "checkpoints" / "synthetic.pt")
+    code, out, _ = _cli(capsys, "suspects", "--source", str(swapped_zip), "--reference", ref, "--json", "--limit", "0")
+    rep = json.loads(out)
+    assert code == 0 and rep["diagnosis"]["kind"] == "swapped" and rep["reference"] == ref
+    assert {rep["pairs"][0]["given"], rep["pairs"][0]["likely"]} == {"A", "B"}
+    assert "restricted to the data's 5" in " ".join(rep["notes"])
+    report = tmp_path / "report.json"
+    report.write_text(out)
+    fix = tmp_path / "fix.json"
+    code, out, _ = _cli(capsys, "labels", "apply", "--suspects", str(report), "--min-score", "0.5", "--out", str(fix))
+    n = len(json.loads(fix.read_text())["entries"])
+    assert code == 0 and n >= 70 and f"{n} relabelled" in out
+    entries = json.loads(fix.read_text())["entries"]
+    # each decision moves an image of folder A (really a B) to B and vice versa
+    assert sum(e["given"] in "AB" and e["label"] in "AB" for e in entries) >= 0.95 * n
+
+    code, out, _ = _cli(capsys, "data", "info", "--source", str(swapped_zip), "--labels", str(fix), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["labels"]["overridden"] == n and info["labels"]["n_stale"] == 0
+    assert any("label overrides" in s and f"{n} relabelled" in s for s in info["notes"])
+    # load_splits applies it: the training split's A folder now mostly holds A's again
+    sp = load_splits(DataConfig(source=str(swapped_zip), labels=str(fix)))
+    raw = load_splits(DataConfig(source=str(swapped_zip)))
+    assert sp.labels.overridden == n and not raw.labels.file
+    def by_hash(s):
+        return {h: int(y) for part in (s.train, s.val) for h, y in zip(part.hashes, part.labels)}
+
+    fixed, given = by_hash(sp), by_hash(raw)
+    assert fixed.keys() == given.keys()  # the same images (the split is re-stratified on the new labels)
+    assert sum(fixed[h] != given[h] for h in fixed) == n
+
+    run = tmp_path / "run"
+    code, _, _ = _cli(capsys, "train", "--source", str(swapped_zip), "--labels", str(fix), "--model", "lenet",
+                      "--epochs", "1", "--limit-batches", "1", "--augment", "none", "--run-dir", str(run))
+    cfg = json.loads((run / "config.json").read_text())
+    assert code == 0 and cfg["data"]["labels"] == str(fix.resolve())  # stored with the run
+    code, out, _ = _cli(capsys, "eval", "--run", str(run), "--split", "val", "--json")
+    assert code == 0 and any("label overrides" in s for s in json.loads(out)["notes"])
+
+    code, out, _ = _cli(capsys, "labels", "undo", str(fix))
+    assert code == 0 and f"({n} images)" in out and json.loads(fix.read_text())["entries"] == []
+
+
+def test_a_changed_image_is_stale_on_real_files(swapped_zip, tmp_path):
+    """The same path with other bytes (the file was re-saved) is reported, its decision not applied."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from charlab.config import DataConfig
+    from charlab.data import load_source
+
+    ds = load_source(str(swapped_zip), DataConfig())
+    rel, h = ds.source_paths(), ds.hashes
+    ov = LabelOverrides(path=tmp_path / "ov.json")
+    ov.exclude(h[0], rel[0])
+    ov.relabel(h[1], rel[1], "C")
+    ov.save()
+    changed = tmp_path / "changed.zip"
+    with zipfile.ZipFile(swapped_zip) as zin, zipfile.ZipFile(changed, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == rel[1]:  # re-encode: same picture, other bytes
+                buf = io.BytesIO()
+                Image.open(io.BytesIO(data)).convert("L").save(buf, format="PNG", optimize=True)
+                data = buf.getvalue()
+            zout.writestr(name, data)
+    again = load_source(str(changed), DataConfig())
+    out, rep = apply(again, str(ov.path))
+    assert rep.excluded == 1 and rep.overridden == 0 and len(out) == len(again) - 1
+    assert rep.stale == [{"path": rel[1], "reason": "the image changed since the decision (hash mismatch)"}]
+
+
+def test_cli_labels_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    for argv in (["labels", "show", str(bad)], ["labels", "undo", str(tmp_path / "none.json")],
+                 ["labels", "apply", "--suspects", str(bad), "--out", str(tmp_path / "o.json")],
+                 ["data", "info", "--source", "synthetic:classes=digits,n=5", "--labels", str(tmp_path / "typo.json")]):
+        code, out, err = _cli(capsys, *argv)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert bad.read_text() == "{oops"
