@@ -194,3 +194,42 @@ def test_chars74k_test_split_agrees(chars74k_test_zip):
     for fmt in FORMATS.names():
         got = compare(predictor, runner(fmt, export_bytes(predictor, fmt)), test.images)
         assert got["n"] == len(test) and got["agreement"] == 1.0 and got["max_abs_diff"] <= TOL, (fmt, got)
+
+
+def test_runs_and_draw_pages_offer_the_onnx_file(tmp_path, monkeypatch):
+    """The pages' Download ONNX button: on the Runs page for the selected run, on the Draw page for
+    the chosen model; what a click downloads is an ONNX file of that model with its classes."""
+    from streamlit.testing.v1 import AppTest
+    from streamlit.runtime.pages_manager import PagesManager
+
+    import ui_export
+    from app_fixtures import make_checkpoint, make_finished_run
+
+    init = PagesManager.__init__  # as tests/test_app_pages.py: no legacy pages-folder mode in AppTest
+
+    def v2_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", v2_init)
+    ckpt = make_checkpoint(tmp_path / "checkpoints" / "default.pt")
+    run = make_finished_run(tmp_path / "runs", ckpt)
+    for page in ("runs", "draw"):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.session_state["runs_root"] = str(tmp_path / "runs")
+        at.session_state["checkpoints_dir"] = str(ckpt.parent)
+        at.session_state["sb_synthetic_classes"] = "digits"
+        at.session_state["sb_synthetic_n"] = 30
+        at.run()
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        buttons = [b for b in at.get("download_button") if "Download ONNX" in str(b.proto.label)]
+        assert len(buttons) == 1, page
+    # the bytes behind the button, as its callable produces them on a click
+    data = ui_export.exported_model(str(run), "onnx", ("stamp",))
+    session = runner("onnx", data)
+    x = _squares(3).float().numpy() / 255
+    ref = load_predictor(run).probs(x)
+    assert np.abs(session(x) - ref).max() <= TOL
+    assert ui_export.file_stem(str(run)) == run.name and ui_export.file_stem(f"{ckpt}+{ckpt}") == "ensemble-2"
