@@ -29,6 +29,7 @@ _API = {
     "class_weights": "charlab.balance", "epoch_indices": "charlab.balance",
     "get_recipe": "charlab.recipes", "list_recipes": "charlab.recipes", "RECIPES": "charlab.recipes",
     "run_sweep": "charlab.sweep", "PruningCallback": "charlab.sweep",
+    "export_model": "charlab.export", "export_bytes": "charlab.export", "read_metadata": "charlab.export",
     "Predictor": "charlab.predict", "load_predictor": "charlab.predict", "resolve_checkpoint": "charlab.predict",
     "Interpretation": "charlab.interpret", "grad_cam": "charlab.saliency", "input_gradient": "charlab.saliency",
     "find_suspects": "charlab.suspects", "SuspectReport": "charlab.suspects",
