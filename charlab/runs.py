@@ -194,7 +194,8 @@ class RunInfo:
 
     @property
     def can_delete(self) -> bool:
-        return not self.is_active and not self.alive
+        # a queued run has no process yet; deleting it under the queue lock races with no start
+        return not self.is_training and not self.alive
 
     @property
     def best_checkpoint(self) -> Optional[Path]:
@@ -437,7 +438,6 @@ def resolve_run(ref: RunRef, root: str | os.PathLike | None = None) -> Path:
     """A run directory, or a run id (or a unique part of one, 3 characters at least) under `root`."""
     if isinstance(ref, (RunInfo, RunDir)):
         return _dir_of(ref)
-    root = _check_root(root if root is not None else default_root())
     text = os.fspath(ref)
     if not text.strip():
         raise RunError("an empty run name matches nothing; give a run id or a run directory "
@@ -447,6 +447,7 @@ def resolve_run(ref: RunRef, root: str | os.PathLike | None = None) -> Path:
         return p.resolve()
     if p.is_file():
         raise RunError(f"{p} is a file, not a run directory")
+    root = _check_root(root if root is not None else default_root())
     ids = sorted(d.name for d in _run_dirs(root))
     if text in ids:
         return (root / text).resolve()
@@ -577,7 +578,10 @@ def fail_unstarted(run_dir: RunRef, exc: BaseException) -> None:
     st, problem = _read_status(d)
     if problem is None and st.get("state") == "running" and st.get("pid") == os.getpid():
         update_status(d, state="failed", ended=time.time(), error_tail=f"{type(exc).__name__}: {exc}")
-        kick_queue(d.parent)
+        try:  # the slot is free; a problem here must not hide the reason above
+            kick_queue(d.parent)
+        except (CharlabError, OSError):
+            pass
 
 
 class RunRecorder:

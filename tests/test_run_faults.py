@@ -136,6 +136,7 @@ def test_listing_never_starts_a_process_and_an_unreadable_status_is_failed_not_q
     for _ in range(3):
         infos = {i.run_dir: i for i in runs.list_runs(root)}
     assert no_spawn == [] and infos[q].state == "queued" and infos[q].queue_position == 1
+    assert infos[q].can_stop and infos[q].can_delete and not infos[q].can_resume  # no process yet
     b = infos[broken]
     assert b.state == "failed" and b.unreadable and "status.json is unreadable" in b.error_tail
     assert not b.can_resume and b.can_delete
