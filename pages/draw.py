@@ -8,7 +8,6 @@ import streamlit as st
 import ui
 import ui_draw
 import ui_export
-import ui_export
 from charlab.errors import CharlabError
 
 ui.require_app_frame()
@@ -29,7 +28,6 @@ left, mid, right = st.columns([1.25, 1.15, 1.2], gap="medium")
 with left:
     ref = st.selectbox("Model", refs, index=refs.index(active) if active in refs else 0,
                        format_func=labels.get, key="draw_model")
-    ui_export.export_button(ref, "draw_export")
     ui_export.export_button(ref, "draw_export")
     mode = st.segmented_control("Input", ["draw", "upload"], default="draw", required=True, key="draw_mode",
                                 format_func={"draw": "Draw", "upload": "Upload a photo"}.get,
