@@ -18,7 +18,6 @@ PAGES = [
     st.Page("pages/runs.py", title="Runs", icon=ui.ICONS["runs"]),
     st.Page("pages/errors.py", title="Errors", icon=ui.ICONS["errors"]),
     st.Page("pages/labels.py", title="Labels", icon=ui.ICONS["labels"]),
-    st.Page("pages/labels.py", title="Labels", icon=ui.ICONS["labels"]),
     st.Page("pages/draw.py", title="Draw", icon=ui.ICONS["draw"]),
 ]
 page = st.navigation(PAGES)
