@@ -351,8 +351,8 @@ def _judge(st: dict, run_dir: Path, now: float) -> tuple[str, Optional[str], boo
         return state, st.get("error_tail"), False, st.get("progress_at")
     if foreign:
         alive = fresh  # its pid names a process on another machine
-    elif start is None:  # written by the queue before the child started, or by the earlier release
-        alive = _pid_alive(st.get("pid")) and fresh
+    elif start is None:  # written by the queue before the child started, or by the earlier release:
+        alive = _pid_alive(st.get("pid"))  # a live pid may be a reused one, but a second writer is worse
     else:
         alive = _pid_alive(st.get("pid"), start)
     progress = float(st.get("progress_at") or st.get("started") or heartbeat or 0) or None

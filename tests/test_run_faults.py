@@ -122,6 +122,11 @@ def test_runs_of_the_earlier_release_still_load(tmp_path):
     (d / "status.json").write_text(json.dumps(old))
     info = runs.run_info(d)
     assert (info.state, info.foreign, info.host) == ("running", False, None)
+    (d / "status.json").write_text(json.dumps({**old, "heartbeat": time.time() - 10 * runs.STALE_S}))
+    info = runs.run_info(d)  # silent, but its pid lives: frozen (or reused) - never a second writer
+    assert info.state == "stalled" and info.alive and not info.can_resume and not info.can_delete
+    (d / "status.json").write_text(json.dumps({**old, "pid": 2 ** 22 + 17}))
+    assert runs.run_info(d).state == "interrupted" and runs.run_info(d).can_resume
     (d / "status.json").write_text(json.dumps({**old, "state": "done", "pid": 1}))
     info = runs.run_info(d)
     assert info.state == "done" and not info.alive and info.can_delete and info.can_resume is False
