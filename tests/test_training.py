@@ -319,3 +319,36 @@ def test_short_real_run_on_chars74k(tmp_path, chars74k_train_zip):
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert result.best > 0.3, h  # chance is 0.1
     assert load_checkpoint(tmp_path / "run" / "best.pt").classes == list("0123456789")
+
+
+def test_choices_are_registry_keys_and_unknown_names_list_the_valid_ones(splits):
+    from charlab.balance import BALANCE_STRATEGIES, CLASS_WEIGHTS
+    from charlab.optim import OPTIMIZERS, SCHEDULES
+    from charlab.saliency import SALIENCY
+
+    for name, reg in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("balance", BALANCE_STRATEGIES),
+                      ("balance_weights", CLASS_WEIGHTS)):
+        with pytest.raises(CharlabError, match=f"{name} must be one of {', '.join(reg.names())}, got 'nope'"):
+            tiny_config(**{name: "nope"}).validate()
+    assert OPTIMIZERS.names()[0] == TrainConfig().optimizer and SCHEDULES.names()[0] == TrainConfig().schedule
+    with pytest.raises(CharlabError, match="unknown saliency kind 'nope'; valid: grad_cam, input_gradient"):
+        SALIENCY.get("nope")
+
+    # a new optimizer is one registration: validation, the trainer (and the CLI's choices) take it
+    @OPTIMIZERS.register("sgd_nesterov")
+    def _nesterov(params, config):
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True)
+
+    try:
+        result = fit(tiny_config(optimizer="sgd_nesterov", lr=0.05), splits=splits)
+        assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+        import argparse
+
+        from charlab.cli.train import register
+
+        sub = argparse.ArgumentParser().add_subparsers()
+        register(sub)
+        opt = next(a for a in sub.choices["train"]._actions if a.dest == "optimizer")
+        assert "sgd_nesterov" in opt.choices
+    finally:
+        OPTIMIZERS._items.pop("sgd_nesterov")

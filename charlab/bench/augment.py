@@ -4,8 +4,11 @@ Two figures, measured in the same run:
 - throughput: augmented images/s of `augment_batch` on whole batches in the training process,
   against an equivalent torchvision.transforms.v2 pipeline applied per sample in a DataLoader
   with worker processes (the usual way, and the usual bottleneck on a 2-core machine);
-- training overhead: one training step (forward, backward, optimizer) of kaggle_cnn with the
-  batch augmented right before the forward pass, against the same step without augmentation.
+- training overhead: one training step (forward, backward, optimizer), augmenting as the
+  trainer does (`training.loop.train_augment`: one thread for the augmentation), of the default recipe's
+  model (`charnet`) at its batch size (64) with the batch augmented right before the forward
+  pass, against the same step without augmentation, at 2 threads and at 1 (fit() drops to one
+  thread when other processes keep the cores busy).
 
 Timings are steady state (workers started and warm, a few warm-up steps first); the training
 steps with and without augmentation are interleaved so background load hits both alike.
@@ -29,12 +32,14 @@ import torch.nn.functional as F
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="strong", help="augmentation preset (default strong)")
     p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
-    p.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
+    p.add_argument("--batch", type=int, default=64, help="batch size (default 64, the default recipe's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the training process (default 2)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the torchvision pipeline (default 2)")
     p.add_argument("--images", type=int, default=4096, help="images per throughput measurement (default 4096)")
-    p.add_argument("--steps", type=int, default=8, help="timed training steps each way (default 8)")
-    p.add_argument("--model", default="kaggle_cnn", help="model of the training-step figure (default kaggle_cnn)")
+    p.add_argument("--steps", type=int, default=40, help="timed training steps each way (default 40)")
+    p.add_argument("--model", default="charnet", help="model of the training-step figure (default charnet, the default "
+                   "recipe's)")
+    p.add_argument("--step-threads", default="2,1", help="thread counts of the training-step figure (default 2,1)")
 
 
 def _ink_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -120,9 +125,9 @@ def _charlab_img_s(images: torch.Tensor, cfg, batch: int) -> float:
 
 
 def _train_steps(model_name: str, images: torch.Tensor, cfg, steps: int) -> dict:
-    from ..augment import augment_batch
     from ..data.dataset import to_float
     from ..models import create_model
+    from ..training.loop import train_augment as augment_batch  # as the trainer runs it (one thread on a CPU)
 
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=62, image_size=images.shape[-1]).to(memory_format=torch.channels_last)
@@ -171,8 +176,12 @@ def run(args: argparse.Namespace) -> dict:
     # threads while the single-threaded workers of the baseline do not; this shows that effect.
     torch.set_num_threads(1)
     ours_1t = _charlab_img_s(images, cfg, args.batch)
+    train = {}
+    for t in [int(v) for v in str(args.step_threads).split(",") if v.strip()]:
+        torch.set_num_threads(t)
+        step = _train_steps(args.model, images[: args.batch], cfg, args.steps)
+        train.update({(k if t == args.threads else f"{k}_{t}thread"): v for k, v in step.items()})
     torch.set_num_threads(args.threads)
-    train = _train_steps(args.model, images[: args.batch], cfg, args.steps)
     return {
         "preset": args.preset, "image_size": args.size, "batch": args.batch, "threads": args.threads,
         "workers": args.workers, "images": args.images,
