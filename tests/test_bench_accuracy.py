@@ -53,3 +53,40 @@ def test_longtail_subset_of_chars74k(chars74k_train_zip):
     got = np.bincount(np.concatenate([splits.train.labels.numpy(), splits.val.labels.numpy()]), minlength=36)
     assert got.tolist() == counts.tolist()  # exactly the profile's counts, drawn from the real images
     assert np.bincount(splits.test.labels.numpy(), minlength=36).tolist() == [15] * 36
+
+
+def test_bench_strokes_measures_a_checkpoint_on_images_and_their_stroke_redrawing(tmp_path, monkeypatch):
+    """`bench strokes --checkpoints`: the figures are the checkpoint's own predictions on the test
+    zip's images and on the same images redrawn as canvas strokes, computed here by hand."""
+    import zipfile
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from charlab.bench.strokes import measure_checkpoint
+    from charlab.data import align_classes, load_source
+    from charlab.data.strokes import PEN_PX, stroke_dataset
+    from charlab.predict import load_predictor
+
+    monkeypatch.setenv("CHARLAB_CACHE_DIR", str(tmp_path / "cache"))
+    shapes = {"L": [(500, 250), (500, 650), (750, 650)], "V": [(450, 250), (600, 650), (750, 250)],
+              "T": [(450, 250), (750, 250), (600, 250), (600, 650)]}
+    for part in ("trainPart1", "testPart1"):
+        with zipfile.ZipFile(tmp_path / f"{part}.zip", "w") as zf:
+            for label, pts in shapes.items():
+                for i in range(3):
+                    im = Image.new("RGB", (1200, 900), "white")
+                    ImageDraw.Draw(im).line([(x + 30 * i, y) for x, y in pts], fill="black", width=12 + 6 * i)
+                    path = tmp_path / "tmp.png"
+                    im.save(path)
+                    zf.write(path, f"{part}/{label}/{i}.png")
+    ref = str(Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic.pt")
+    got = measure_checkpoint(ref, tmp_path / "trainPart1.zip", PEN_PX)
+    pred = load_predictor(ref)
+    cfg = pred.data_config_for(str(tmp_path / "trainPart1.zip"))
+    test = align_classes(load_source(str(tmp_path / "trainPart1.zip"), cfg, split="test"), pred.classes)
+    strokes = stroke_dataset(test, cfg, PEN_PX)
+    assert got["n_test"] == 9 and not torch.equal(strokes.images, test.images)
+    for key, ds in (("images", test), ("strokes", strokes)):
+        want = float((pred.predict_dataset(ds).argmax(1) == ds.labels.numpy()).mean())
+        assert got[key]["top1"] == pytest.approx(want, abs=1e-4)
