@@ -201,6 +201,10 @@ def out_of_fold_probs(config, dataset, folds: int = 3, progress: Optional[Progre
     if folds < 2:
         raise CharlabError(f"out-of-fold probabilities need at least 2 folds, got {folds}")
     labels = dataset.labels.numpy()
+    largest = int(np.bincount(labels).max()) if len(labels) else 0
+    if folds > largest:  # folds beyond the largest class's count would hold no image at all
+        raise CharlabError(f"{folds} folds is more than the {largest} images of the largest class; "
+                           f"use --folds between 2 and {largest}")
     fold = stratified_folds(labels, folds, config.seed)
     probs = np.zeros((len(dataset), dataset.num_classes), dtype=np.float32)
     for k in range(folds):

@@ -119,6 +119,12 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if args.overfit_batch:
         cfg.overfit_batch = True
     cfg.validate()
+    from ..models import MODELS
+
+    MODELS.get(cfg.model.name)  # an unknown model fails here, naming the valid ones, before a run folder exists
+    from ..data.sources import check_source
+
+    check_source(cfg.data.source, cfg.data.test_source)  # a missing source fails here, before a run folder exists
     return cfg
 
 
