@@ -49,7 +49,12 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call `write(f)` on a temp file beside `path`, then atomically replace `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise CharlabError(f"{path} is a folder: give a file name to write to")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CharlabError(f"cannot write {path}: a part of its folder path is a file") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes 0600; the file gets what open() would give it (0666 less the umask)
