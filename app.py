@@ -7,7 +7,8 @@ import streamlit as st
 
 import ui
 
-st.set_page_config(page_title="charlab", page_icon=":material/draw:", layout="wide")
+# The favicon is a file: a ":material/…:" page icon makes the browser fetch it from a font host.
+st.set_page_config(page_title="charlab", page_icon=str(ui.ROOT / "assets" / "icon.png"), layout="wide")
 ui.init_state()
 
 PAGES = [

@@ -315,25 +315,6 @@ def images_row(images: list[np.ndarray], captions: list[str], px: int = 96) -> N
     st.image(ims, caption=captions, width=px * ims[0].shape[1] // ims[0].shape[0])
 
 
-@st.cache_resource(max_entries=4, show_spinner="Learning the model's look-alike classes…")
-def lookalikes(ref: str, mtime: float):
-    """The model's look-alike groups: stored in its checkpoint, else learned from its confusion on
-    its own validation split (cached on disk like any interpretation), else charlab's fallback list."""
-    from charlab import lookalike
-
-    pred = predictor(ref, mtime)
-    if pred.lookalikes is not None:
-        return pred.lookalikes
-    try:
-        val = interpretation(ref, mtime, cfg_key(pred.data_config_for(None)), "val")
-    except (CharlabError, KeyError, AttributeError):
-        val = None  # its data is not on this machine (or has no validation split)
-    if val is None or val.n == 0:
-        return lookalike.fallback(pred.classes)
-    return lookalike.learn(val.probs, val.targets, val.classes,
-                           source=f"learned from its validation confusion, {val.n:,} images")
-
-
 def fmt_duration(seconds: Optional[float]) -> str:
     if seconds is None:
         return ""
@@ -373,6 +354,25 @@ def interpretation(ref: str, mtime: float, key: str, split: str):
         bar.close()
 
 
+@st.cache_resource(max_entries=4, show_spinner="Learning the model's look-alike classes…")
+def lookalikes(ref: str, mtime: float):
+    """The model's look-alike groups: stored in its checkpoint, else learned from its confusion on
+    its own validation split (cached on disk like any interpretation), else charlab's fallback list."""
+    from charlab import lookalike
+
+    pred = predictor(ref, mtime)
+    if pred.lookalikes is not None:
+        return pred.lookalikes
+    try:
+        val = interpretation(ref, mtime, cfg_key(pred.data_config_for(None)), "val")
+    except (CharlabError, KeyError, AttributeError):
+        val = None  # its data is not on this machine (or has no validation split)
+    if val is None or val.n == 0:
+        return lookalike.fallback(pred.classes)
+    return lookalike.learn(val.probs, val.targets, val.classes,
+                           source=f"learned from its validation confusion, {val.n:,} images")
+
+
 def heatmap_overlay(image: np.ndarray, heat: Optional[np.ndarray] = None, *, title: str = "", size: int = 260):
     """A Plotly figure of a grey H×W image, optionally with a translucent saliency map over it.
     Heatmap cells keep the pixels crisp at any size."""
@@ -384,6 +384,10 @@ def heatmap_overlay(image: np.ndarray, heat: Optional[np.ndarray] = None, *, tit
         fig.add_trace(go.Heatmap(z=heat, colorscale="Jet", opacity=0.45, zmin=0, zmax=1, showscale=False,
                                  hovertemplate="saliency %{z:.2f}<extra></extra>"))
     fig.update_layout(width=size, height=size + (24 if title else 0), margin=dict(l=0, r=0, t=24 if title else 0, b=0),
-                      title=dict(text=title, font_size=13, x=0.5, xanchor="center"),
-                      xaxis=dict(visible=False, constrain="domain"), yaxis=dict(visible=False, scaleanchor="x", autorange="reversed"))
+                      title=dict(text=title, font_size=13 if size >= 160 else 12, x=0.5, xanchor="center"),
+                      # explicit ranges and domain constraints on both axes: a chart narrower than `size`
+                      # shrinks the square instead of cropping the image's sides
+                      xaxis=dict(visible=False, constrain="domain", range=[-0.5, image.shape[1] - 0.5]),
+                      yaxis=dict(visible=False, scaleanchor="x", constrain="domain",
+                                 range=[image.shape[0] - 0.5, -0.5]))
     return fig

@@ -17,6 +17,7 @@ from charlab.errors import CharlabError
 
 CANVAS_PX = 280  # the canvas's side: the stroke renderings of the test set assume it (and the pen below)
 PEN_PX = 20  # default pen width on that canvas
+BLOCK_PX = 300  # the canvas's block: the canvas and its toolbar, pen slider and Clear button beside
 INK_LEVEL = 40  # an RGB channel above this counts as ink (white pen on a black background)
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 
@@ -69,10 +70,9 @@ def upload_image(up):
 def save_form(drawing, best: str) -> None:
     """Label the drawing and add it to the user's own folder source ("My drawings")."""
     st.markdown("**Add this drawing to my dataset**")
-    with st.form("draw_save", border=False, clear_on_submit=True):
-        f1, f2 = st.columns([1, 1.2], vertical_alignment="bottom")
-        label = f1.text_input("Its true label", max_chars=8, placeholder=best, key="draw_label")
-        save = f2.form_submit_button("Save drawing", icon=":material/save:")
+    with st.form("draw_save", border=False, clear_on_submit=True):  # stacked: the column can be narrow
+        label = st.text_input("Its true label", max_chars=8, placeholder=best, key="draw_label")
+        save = st.form_submit_button("Save drawing", icon=":material/save:")
     if save:
         label = (label or "").strip()
         if not label or not re.fullmatch(r"[A-Za-z0-9_-]+", label):

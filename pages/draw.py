@@ -22,9 +22,12 @@ active = st.session_state.get("model_ref")
 
 from streamlit_drawable_canvas import st_canvas  # noqa: E402  (registers its component at import)
 
-# The canvas has a fixed pixel size: its column must be wider than it (plus its toolbar) at a
-# 1280-px window with the sidebar open, or it scrolls sideways and strokes get lost.
-left, mid, right = st.columns([1.25, 1.15, 1.2], gap="medium")
+# The canvas has a fixed pixel size, so its block has a fixed width too: a share of a column would
+# be narrower than the canvas at 1280 px with the sidebar open, and strokes would get lost. The
+# results take the rest of the row (and wrap below the canvas on a narrower window).
+row = st.container(horizontal=True, gap="large")
+left, results = row.container(width=ui_draw.BLOCK_PX), row.container(width="stretch")
+mid, right = results.columns([0.78, 1.22], gap="medium")
 with left:
     ref = st.selectbox("Model", refs, index=refs.index(active) if active in refs else 0,
                        format_func=labels.get, key="draw_model")
@@ -82,10 +85,10 @@ with mid:
 with right:
     s_h, s_w = ex.image.shape
     best = ex.top[0][0]
-    g1, g2 = st.columns(2)
-    g1.plotly_chart(ui.heatmap_overlay(ex.image, title=f"model input {s_h}×{s_w}", size=170), width="content",
-                    key="draw_seen")
-    g2.plotly_chart(ui.heatmap_overlay(ex.image, ex.cam, title=f"Grad-CAM ({best})", size=170), width="content",
-                    key="draw_cam")
+    imgs = st.container(horizontal=True, gap="small")  # side by side, or one under the other when narrow
+    imgs.plotly_chart(ui.heatmap_overlay(ex.image, title=f"input {s_h}×{s_w}", size=125), width="content",
+                      key="draw_seen", config={"displayModeBar": False})
+    imgs.plotly_chart(ui.heatmap_overlay(ex.image, ex.cam, title=f"Grad-CAM ({best})", size=125), width="content",
+                      key="draw_cam", config={"displayModeBar": False})
     if mode == "draw":
         ui_draw.save_form(image, best)
