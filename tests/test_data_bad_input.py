@@ -171,6 +171,14 @@ def test_test_source_equal_to_the_training_source_is_a_leak(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_train_refuses_a_missing_source_before_making_a_run_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHARLAB_RUNS", str(tmp_path / "runs"))
+    (tmp_path / "runs").mkdir()
+    cli_fails(["train", "--source", str(tmp_path / "nope"), "--epochs", "1"], capsys, tmp_path, "data source not found")
+    cli_fails(["train", "--source", "", "--epochs", "1"], capsys, tmp_path, "no data source given")
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 def test_check_source_is_cheap_and_clear(tmp_path, monkeypatch):
     from charlab.data.sources import check_source
 
