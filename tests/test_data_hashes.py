@@ -95,3 +95,20 @@ def test_oversampled_copies_get_their_own_hashes():
     out = oversample(ds, target=6)
     assert len(out.hashes) == len(out) and out.hashes[:len(ds)] == ds.hashes
     assert not set(out.hashes[len(ds):]) & set(ds.hashes)
+
+
+def test_a_cache_entry_without_hashes_is_rebuilt_not_returned(tmp_path):
+    import torch
+
+    from charlab.data.cache import CACHE_FORMAT, cache_dir
+
+    files = _files(tmp_path)
+    z = make_zip(tmp_path / "chars.zip", files)
+    first = load_source(str(z))
+    (entry,) = (cache_dir() / "data").glob("*.pt")
+    old = torch.load(entry, weights_only=True)
+    assert CACHE_FORMAT >= 3 and old["format"] == CACHE_FORMAT
+    del old["hashes"]  # what an entry written before hashes existed holds
+    torch.save(old, entry)
+    again = load_source(str(z))
+    assert not again.info.get("cached") and again.hashes == first.hashes
