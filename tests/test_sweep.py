@@ -179,8 +179,8 @@ def test_workers_share_a_journal_and_a_killed_workers_trial_is_requeued(tmp_path
     """`--workers 2` on the default storage (a journal file): trials add up, and a worker killed
     mid-trial leaves that trial failed and run again, its run directory failed (not running)."""
     storage, root = str(tmp_path / "sweeps.journal"), tmp_path / "runs"
-    # trials of a second or more (600 images, 3 epochs), so the kill lands mid-trial
-    proc = subprocess.Popen(_sweep_cmd("--trials", "4", "--workers", "2", "--epochs", "3", "--name", "jw",
+    # trials of a few seconds (600 images, 5 epochs), so the kill lands mid-trial
+    proc = subprocess.Popen(_sweep_cmd("--trials", "4", "--workers", "2", "--epochs", "5", "--name", "jw",
                                        "--storage", storage, "--root", str(root), "--json",
                                        source="synthetic:classes=digits,n=60,test_n=2"),
                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
