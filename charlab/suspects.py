@@ -431,6 +431,8 @@ def audit(probs, dataset, *, reference: Optional[str] = None, in_sample: bool = 
                             "score": score, "prob_given": probs[rec, labels[rec]], "prob_likely": probs[rec, lk]})
         sus = pd.concat([new, sus[~sus["index"].isin(rec)]], ignore_index=True)
         sus = sus.iloc[np.lexsort((sus["index"].to_numpy(), -sus["score"].to_numpy()))].reset_index(drop=True)
+    if reference is not None:  # the reference prefers the given label: confident learning's threshold artefact
+        sus = sus[sus["score"] > 0].reset_index(drop=True)
     rel = dataset.source_paths()
     sus["source_path"] = [rel[i] for i in sus["index"]] if rel is not None else [None] * len(sus)
     sus["hash"] = [dataset.hashes[i] for i in sus["index"]] if dataset.hashes is not None else [None] * len(sus)

@@ -19,6 +19,11 @@ st.caption(f"Source: `{src}`")
 
 # counts and skipped files of the data as decoded: a listing would count files that do not decode
 splits = ui.splits_or_stop()
+if splits.labels.file:  # the Labels page's decisions (charlab.labels), which every loader applies
+    lb = splits.labels
+    st.caption(f"Label overrides: **{lb.overridden}** relabelled, **{lb.excluded}** excluded"
+               + (f", **{len(lb.stale)}** not applied (image changed or gone)" if lb.stale else "")
+               + f" · `{lb.file}` · [review them](/labels)")
 classes, counts, skipped = splits.source_counts()
 try:
     from charlab.data import class_stats

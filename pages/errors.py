@@ -1,5 +1,5 @@
 """Errors page: how a model fails on a split. Metrics, a clickable confusion matrix with the images
-behind each cell, per-class scores, the most-confused pairs, the worst losses, saliency and label suspects."""
+behind each cell, per-class scores, the most-confused pairs, the worst losses, saliency, and a link to the Labels page."""
 import streamlit as st
 
 import ui
@@ -108,23 +108,9 @@ with sc2:
     except CharlabError as e:
         ui.error(e)
 
-# ---- label suspects
-st.subheader("Label-issue suspects")
-from charlab.suspects import find_suspects  # noqa: E402
-
-paths = getattr(interp.dataset, "paths", None)
-rep = find_suspects(interp.probs, interp.targets, interp.classes, paths=paths, in_sample=split == "train")
-k1, k2 = st.columns([1, 3])
-k1.metric("Estimated wrong labels", f"{rep.share:.1%}", help="Share of the split whose given label the model "
-          "confidently contradicts (calibrated confident joint).")
-k1.metric("Suspects", len(rep.suspects))
-with k2:
-    st.caption(rep.note + (". For honest scores on the training data use k-fold: "
-                           f"`python -m charlab suspects --source {own} --folds 3`." if split == "train" else "."))
-    if len(rep.suspects):
-        top = rep.suspects.head(16)
-        ui.images_row([interp.image(j) for j in top["index"]],
-                      [f"given {g} · likely {l_}" for g, l_ in zip(top["given"], top["likely"])], px=72)
-if len(rep.pairs):
-    st.caption("The (given → likely) pairs that dominate; a systematic swap of two classes shows up as one line:")
-    st.dataframe(rep.pairs.head(10), hide_index=True)
+# ---- label problems: the Labels page (a reference audit, the diagnosis, the review grid and fixes)
+st.subheader("Label problems")
+st.caption("Whether the labels themselves are wrong (a swap, scrambled or complementary labels, scattered mistakes) is "
+           "for the Labels page: a model that never saw the labels reads every training image, names the problem, "
+           "and each fix goes to an override file every loader applies.")
+st.page_link("pages/labels.py", label="Audit and fix the labels", icon=ui.ICONS["labels"])

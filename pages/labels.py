@@ -26,23 +26,24 @@ ref = c1.selectbox("Reference model", refs, index=default, format_func=names.get
                    help="A model that never trained on these labels (the shipped synthetic-only model never saw "
                         "any real data). One trained on them learns their mistakes, a swap included.")
 path = default_path_for(src)
-c2.caption(f"Decisions are saved to `{path}`. The sidebar's source uses this file automatically (Dataset, Train, "
-           f"Errors); from the shell: `--labels {path}`.")
+c2.caption(f"Decisions are saved to **{path.name}** in `{path.parent}`; the sidebar's source applies them "
+           f"everywhere (Dataset, Train, Errors), the shell with `--labels FILE`. The files are never modified.")
 try:
     ds, rep, notes = ul.audit(ref, ui._mtime(ref), src)
 except CharlabError as e:
     ui.error(e)
     st.stop()
 ov = ul.overrides(path, src)
-d = rep.diagnosis
-box = {"clean": st.success, "noisy": st.warning}.get(d.kind, st.error)
-box(f"**{d.kind.capitalize()}** — {d.text}.")
+d, sus = rep.diagnosis, rep.suspects
+open_ = sus[ul.undecided(sus, ov)]
+fixed = bool(d.swaps) and len(sus) > 0 and not len(open_)
+box = st.success if d.kind == "clean" or fixed else st.warning
+box(f"**{d.kind.capitalize()}** — {d.text}." + (" Fixed in the override file." if fixed else ""))
 for n in notes:
     st.caption(n)
 if said := st.session_state.pop("lab_said", None):
     st.toast(said)
 
-sus = rep.suspects
 counts = ov.counts()
 m = st.columns([1, 1, 1, 1.6])
 m[0].metric("Suspects", f"{len(sus):,}", help="Images whose label the reference contradicts.")
@@ -56,17 +57,19 @@ with m[3]:
 for sw in d.swaps:
     rows = sus[sus["given"].isin(sw["classes"]) & sus["likely"].isin(sw["looks_like"])]
     title = " ↔ ".join(sw["classes"])
-    st.button(f"Apply the swap {title} ({len(rows)} images)", key=f"lab_swap_{title}", type="primary",
-              on_click=ul.decide, args=(path, src, rows, f"apply the swap {title}"))
+    todo = rows[ul.undecided(rows, ov)]
+    st.button(f"Apply the swap {title} ({len(todo)} images)" if len(todo) else f"Swap {title} applied ({len(rows)} images)",
+              key=f"lab_swap_{title}", type="primary", disabled=not len(todo), icon=":material/swap_horiz:",
+              on_click=ul.decide, args=(path, src, todo, f"apply the swap {title}"))
 if d.kind in ("complementary", "scrambled"):
-    rows = sus[sus["likely"] != sus["given"]]
+    rows = open_[open_["likely"] != open_["given"]]
     st.button(f"Accept the recovered label of all {len(rows)} images", key="lab_all", type="primary",
-              on_click=ul.decide, args=(path, src, rows, f"accept the {d.kind} recovery"))
-if len(sus):
+              disabled=not len(rows), on_click=ul.decide, args=(path, src, rows, f"accept the {d.kind} recovery"))
+if len(open_):
     b1, b2 = st.columns([3, 2], vertical_alignment="bottom")
     cut = b1.slider("Accept every suspect scoring at least", 0.0, 1.0, 0.8, 0.05, key="lab_cut",
                     help="score = p(likely) − p(given) by the reference")
-    above = sus[sus["score"] >= cut]
+    above = open_[open_["score"] >= cut]
     b2.button(f"Accept {len(above)} suspects", key="lab_bulk", disabled=not len(above),
               on_click=ul.decide, args=(path, src, above, f"accept {len(above)} suspects scoring >= {cut:.2f}"))
 
@@ -83,9 +86,10 @@ if not len(sus):
     st.stop()
 f1, f2 = st.columns([2, 1], vertical_alignment="bottom")
 show = f1.segmented_control("Show", ["undecided", "all"], default="undecided", key="lab_show", required=True)
-rows = sus[ul.undecided(sus, ov)] if show == "undecided" else sus
+rows = open_ if show == "undecided" else sus
 pages = max(1, -(-len(rows) // ul.PER_PAGE))
 page = f2.number_input(f"Page (of {pages})", 1, pages, 1, key="lab_page") if pages > 1 else 1
 st.caption(f"{len(rows)} {'undecided ' if show == 'undecided' else ''}suspects, most suspect first. The first button "
-           f"accepts the likely label; Drop excludes the image; Keep says the label is right; or type another label.")
+           f"accepts the likely label; Drop excludes the image; Keep says the label is right; or type another label."
+           if len(rows) else "Every suspect has a decision: train on the fixed labels from the Train page.")
 ul.grid(ds, rows.iloc[(page - 1) * ul.PER_PAGE: page * ul.PER_PAGE], ov, path, src)

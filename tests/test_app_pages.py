@@ -301,7 +301,8 @@ def test_errors_page(lab):
     assert {"Accuracy", "Macro-F1", "Images", "Errors"} <= set(metrics)
     assert len(at.get("plotly_chart")) >= 2  # the confusion matrix and the saliency overlays
     subheads = [s.value for s in at.subheader]
-    assert "Confusion matrix" in subheads and "Top losses" in subheads and "Label-issue suspects" in subheads
+    assert "Confusion matrix" in subheads and "Top losses" in subheads and "Label problems" in subheads
+    assert [p.label for p in at.get("page_link") if "labels" in str(p.proto.page)] == ["Audit and fix the labels"]
     if at.selectbox(key="err_pair").options:  # pick the second most confused pair
         opts = at.selectbox(key="err_pair").options
         at.selectbox(key="err_pair").select_index(min(1, len(opts) - 1)).run()

@@ -236,3 +236,45 @@ def test_cli_labels_bad_input_is_one_line(tmp_path, capsys):
         code, out, err = _cli(capsys, *argv)
         assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert bad.read_text() == "{oops"
+
+
+def test_labels_page_fixes_a_swap_and_undoes(swapped_zip, tmp_path, monkeypatch):
+    """AppTest: the Labels page names the swap, one click writes the fix, undo removes it, and the
+    Dataset page loads the sidebar's source with the file applied."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    init = PagesManager.__init__
+
+    def v2_init(self, *args, **kwargs):  # as in test_app_pages: the real server's navigation mode
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", v2_init)
+    monkeypatch.setenv("CHARLAB_USER_DATA", str(tmp_path / "ud"))
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    (ckpts / "synthetic.pt").write_bytes((ROOT / "checkpoints" / "synthetic.pt").read_bytes())
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.session_state["checkpoints_dir"] = str(ckpts)
+    at.session_state["runs_root"] = str(tmp_path / "runs")
+    at.session_state["sb_kind"] = "path"
+    at.session_state["sb_path_path"] = str(swapped_zip)
+    at.run()
+    at.switch_page("pages/labels.py").run()
+    assert not at.exception
+    assert any("folders A and B are swapped" in w.value for w in at.warning)
+    swap = next(b for b in at.button if b.label.startswith("Apply the swap A ↔ B"))
+    swap.click().run()
+    files = list((tmp_path / "ud" / "labels").glob("*.json"))
+    entries = json.loads(files[0].read_text())["entries"]
+    assert len(entries) >= 70 and all(e["action"] == "relabel" for e in entries)
+    assert any(b.label.startswith("Swap A ↔ B applied") and b.disabled for b in at.button)
+    assert any("Fixed in the override file" in s.value for s in at.success)
+    at.switch_page("pages/dataset.py").run()
+    assert not at.exception
+    assert any(f"**{len(entries)}** relabelled" in c.value for c in at.caption)
+    at.switch_page("pages/labels.py").run()
+    next(b for b in at.button if b.label.startswith("Undo: apply the swap")).click().run()
+    assert json.loads(files[0].read_text())["entries"] == []
+    assert any(b.label.startswith("Apply the swap") for b in at.button)
