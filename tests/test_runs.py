@@ -188,8 +188,12 @@ def test_cli_train_and_runs_smoke(tmp_path, folder_source):
     wait_for(lambda: runs.run_info(bg["run_dir"]).state != "running", what="the background run")
     assert runs.run_info(bg["run_dir"]).state == "done"
     runs.delete_run(bg["run_dir"])
-    # a failure inside the trainer ends `failed` with the reason, and the CLI says it without a traceback
+    # a source that does not exist is refused before a run folder is made
     p = cli("train", "--source", str(tmp_path / "missing"), "--epochs", "1", "--root", str(root), check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "Traceback" not in p.stderr and runs.list_runs(root) == []
+    # a failure inside the trainer ends `failed` with the reason, and the CLI says it without a traceback
+    (tmp_path / "empty").mkdir()
+    p = cli("train", "--source", str(tmp_path / "empty"), "--epochs", "1", "--root", str(root), check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "no usable image" in p.stderr
     (failed,) = runs.list_runs(root)
-    assert failed.state == "failed" and "missing" in failed.error_tail
+    assert failed.state == "failed" and "no usable image" in failed.error_tail
