@@ -147,9 +147,9 @@ def test_listing_never_starts_a_process_and_an_unreadable_status_is_failed_not_q
     assert not b.can_resume and b.can_delete
     rc, out, _ = cli(capsys, "runs", "list", "--root", str(root))
     assert rc == 0 and "status.json is unreadable" in out and no_spawn == []
-    assert "nothing trains" in out  # the queued run waits on a trainer that is not there
-    runs.kick_queue(root)  # the queue itself never starts the damaged run either
-    assert no_spawn == [q]
+    assert "nothing trains" in out and "runs kick" in out  # the queued run waits on a trainer that is not there
+    rc, out, _ = cli(capsys, "runs", "kick", "--root", str(root))  # asked for: the queue starts, never the damaged run
+    assert rc == 0 and no_spawn == [q] and f"started {q.name}" in out
 
 
 def test_a_stop_sent_before_the_child_starts_is_kept(tmp_path, no_spawn):

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     resume = action("resume", "continue a stopped, interrupted or failed run from its last.pt", _resume)
     resume.add_argument("--max-parallel", type=int, default=None, help="runs training at once (default: as launched)")
     action("delete", "delete a run directory (stop a running run first)", _delete)
+    action("kick", "start the oldest queued runs while slots are free (when the trainer ahead of them died)",
+           _kick, run=False)
 
 
 def _fmt(v, spec: str = ".4f") -> str:
@@ -75,16 +77,24 @@ def _list(args: argparse.Namespace) -> int:
     if not infos:
         print(f"no runs under {root}")
         return 0
-    print(f"{'id':<40} {'state':<14} {'epoch':>7} {'val_acc':>8} {'val_f1':>8} {'time':>7}  source")
+    w = max(11, *(len(_state(i)) for i in infos))
+    print(f"{'id':<40} {'state':<{w}} {'epoch':>7} {'val_acc':>8} {'val_f1':>8} {'time':>7}  source")
     for i in infos:
         dur = "-" if not i.duration_s else f"{i.duration_s:.0f}s" if i.duration_s < 90 else f"{i.duration_s / 60:.1f}m"
-        print(f"{i.id:<40} {_state(i):<14} {f'{i.epoch}/{i.epochs}':>7} {_fmt(i.best_val_acc):>8} "
+        print(f"{i.id:<40} {_state(i):<{w}} {f'{i.epoch}/{i.epochs}':>7} {_fmt(i.best_val_acc):>8} "
               f"{_fmt(i.best_val_macro_f1):>8} {dur:>7}  {i.source}")
         for note in _notes(i):
             print(f"{'':<40} {note}")
     if any(i.queue_position for i in infos) and not any(i.is_training for i in infos):
-        print("queued runs wait, but nothing trains: the trainer ahead of them died. Resume or launch a run "
-              "to start the queue.")
+        print(f"queued runs wait, but nothing trains: the trainer ahead of them died. Start them: "
+              f"python -m charlab runs kick{'' if args.root is None else ' --root ' + str(root)}")
+    return 0
+
+
+def _kick(args: argparse.Namespace) -> int:
+    started = runs.kick_queue(args.root)
+    print(json.dumps({"started": [str(d) for d in started]}) if args.json else
+          "\n".join(f"started {d.name}" for d in started) or "nothing to start (no queued run, or no free slot)")
     return 0
 
 
