@@ -58,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: swap, retrain, complementary, noise")
     p.add_argument("--epochs", type=int, default=None, help="retrain epochs (default: the default recipe's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retrain", default="clean,swapped,fixed", help="which of clean, swapped, fixed to retrain")
 
 
 def _audit(source: str, reference: Optional[str], folds: int = 3, seed: int = 0):
@@ -123,10 +124,13 @@ def run(args: argparse.Namespace) -> dict:
                 ov.decide([{"hash": r.hash, "path": r.source_path, "action": "relabel", "label": r.likely,
                             "given": r.given} for r in sw_rows.itertuples()], what="apply the diagnosed swap")
                 ov.save()
-                fixed_true = sum(1 for r in sw_rows.itertuples() if y[r.index] == full.classes.index(r.likely))
+                truth = _truth(ds, full)  # ds: the swapped copy as the reference read it
+                fixed_true = sum(1 for r in sw_rows.itertuples() if truth[r.index] == ds.classes.index(r.likely))
                 out["swap_fix_relabelled"] = f"{len(sw_rows)} images, {fixed_true} to their true class"
                 for name, src, lab in (("clean", args.train, None), ("swapped", swapped, None),
                                        ("fixed", swapped, str(ov.path))):
+                    if name not in args.retrain.split(","):
+                        continue
                     t = time.perf_counter()
                     out[f"test_acc_{name}"] = round(_train_test_acc(src, args.test, lab, args.epochs, args.seed), 4)
                     out[f"train_minutes_{name}"] = round((time.perf_counter() - t) / 60, 2)
