@@ -337,6 +337,28 @@ def test_draw_page_predicts_and_saves(lab):
     assert at.info
 
 
+# Clean pen strokes (canvas fractions) as a user draws them on the Draw canvas.
+DRAWN = {"L": [[(0.3, 0.15), (0.3, 0.85), (0.75, 0.85)]],
+         "T": [[(0.2, 0.15), (0.8, 0.15)], [(0.5, 0.15), (0.5, 0.85)]],
+         "4": [[(0.6, 0.85), (0.6, 0.15), (0.2, 0.62), (0.8, 0.62)]]}
+
+
+@pytest.mark.parametrize("char", sorted(DRAWN))
+def test_draw_page_reads_a_drawn_character(lab, tmp_path, char):
+    """The shipped synthetic-only model on the Draw page reads a clearly drawn character right."""
+    import shutil
+
+    ckpt = tmp_path / "checkpoints" / "synthetic.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(ROOT / "checkpoints" / "synthetic.pt", ckpt)
+    at = open_app(lab, "draw", sb_model=str(ckpt), checkpoints_dir=str(ckpt.parent))
+    at.session_state["draw_canvas_0"] = canvas_value(DRAWN[char])
+    at.run()
+    ok(at)
+    verdict = [m.value for m in at.markdown if "Looks like" in m.value]
+    assert verdict and verdict[0].startswith(f"### Looks like **{char}"), verdict
+
+
 def test_every_page_works_on_a_digitsum_source(lab, tmp_path):
     """The digit-sum task is a normal dataset: wide 28×112 images, 37 sum classes."""
     import torch

@@ -8,32 +8,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app_fixtures import ROOT, make_checkpoint, make_finished_run
+from charlab.bench import _browser
+from charlab.bench._browser import CHROMIUM, CHROMIUM_ARGS
 from conftest import missing
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = ROOT / "screenshots"
 PAGES = [("", "home"), ("dataset", "dataset"), ("augment", "augment"), ("train", "train"), ("runs", "runs"),
          ("errors", "errors"), ("draw", "draw")]
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+EXTERNAL: list[str] = []  # requests the app made to any other host (all of them fail the test run)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,32 +41,24 @@ def app_url(tmp_path_factory):
     else:  # before the default model is trained: an untrained one still exercises every page
         make_checkpoint(ckpt_dir / "default.pt")
     make_finished_run(home / "runs", ckpt_dir / "default.pt")
-    port = _free_port()
-    env = {**os.environ, "CHARLAB_RUNS": str(home / "runs"), "CHARLAB_CHECKPOINTS": str(ckpt_dir),
+    port = _browser.free_port()
+    env = {"CHARLAB_RUNS": str(home / "runs"), "CHARLAB_CHECKPOINTS": str(ckpt_dir),
            "CHARLAB_USER_DATA": str(home / "user_data")}  # charlab's caches are keyed by content: shared
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = _browser.start_server(port, env, keep_output=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                pytest.fail(f"streamlit did not start:\n{out[-3000:]}")
-            time.sleep(0.3)
+        try:
+            _browser.wait_healthy(url, proc, time.perf_counter(), 60)
+        except Exception:
+            proc.terminate()
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"streamlit did not start:\n{out[-3000:]}")
         yield url
     finally:
         proc.terminate()
         try:
             proc.wait(10)
-        except subprocess.TimeoutExpired:
+        except Exception:
             proc.kill()
 
 
@@ -85,8 +69,25 @@ def page(app_url):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         pg = browser.new_page(viewport={"width": 1440, "height": 900}, device_scale_factor=1)
+
+        def offline(route):  # the app must work with no network: refuse, and remember, any other host
+            host = route.request.url.split("/")[2].split(":")[0] if "://" in route.request.url else ""
+            if route.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+                route.continue_()
+            else:
+                EXTERNAL.append(route.request.url)
+                route.abort()
+
+        pg.route("**/*", offline)
         yield pg
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def no_request_leaves_the_machine():
+    EXTERNAL.clear()
+    yield
+    assert not EXTERNAL, f"the app requested other hosts: {sorted(set(EXTERNAL))[:5]}"
 
 
 def _settle(pg, timeout_s: float = 180) -> None:
@@ -156,24 +157,90 @@ def test_confusion_cell_click_shows_its_images(app_url, page):
     _no_exception(page, "errors")
 
 
-def test_draw_predicts(app_url, page):
+# canvas pixels: a T whose bar spans the canvas from edge to edge and whose stem reaches the bottom
+EDGE_TO_EDGE_T = [[(4, 6), (276, 6)], [(140, 6), (140, 275)]]
+_INK_AT_EDGES = """(c) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height); const w = c.width, h = c.height;
+  const ink = (x, y) => d.data[4 * (y * w + x)] > 128;
+  const strip = (test) => { for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (test(x, y) && ink(x, y)) return true; return false; };
+  const m = Math.round(0.03 * w);
+  return [strip((x) => x < m), strip((x) => x >= w - m), strip((x, y) => y < m), strip((x, y) => y >= h - m)]; }"""
+# Does a click at each point reach the canvas component (its canvas, or its own toolbar, which
+# floats over the top edge), not a clipping parent or another element?
+_HITS_CANVAS = """(pts) => pts.map(([x, y]) => { let e = document.elementFromPoint(x, y);
+  while (e && e.shadowRoot) { const inner = e.shadowRoot.elementFromPoint(x, y); if (!inner || inner === e) break; e = inner; }
+  return !!e && (e.classList.contains('upper-canvas') || !!e.closest('.dc-toolbar-card')); })"""
+_TRUNCATED = """() => [...document.querySelectorAll('[data-testid=stMain] button p, [data-testid=stMain] label p, '
+  + '[data-testid=stMain] h3, .gtitle')].filter(e => e.scrollWidth > e.clientWidth + 1 || (e.getBBox &&
+  e.closest('svg') && e.getBBox().width > e.closest('svg').getBoundingClientRect().width)).map(e => e.textContent)"""
+
+
+@pytest.mark.parametrize("sidebar", ["open", "closed"])
+@pytest.mark.parametrize("width, height", [(1280, 800), (1920, 1080)])
+def test_draw_canvas_fits_and_reads_an_edge_to_edge_character(app_url, page, width, height, sidebar):
+    """The whole canvas and its toolbar are visible and drawable at 1280 and 1920 px, sidebar open
+    or closed; strokes reaching all four edges arrive, and a clearly drawn T is read as T."""
+    page.set_viewport_size({"width": width, "height": height})
     page.goto(f"{app_url}/draw")
     _settle(page)
-    canvas = page.locator("[data-testid=stBidiComponentIsolated] canvas.upper-canvas").first
+    _browser.set_sidebar(page, sidebar == "open")
+    canvas = page.locator(_browser.CANVAS).first
     canvas.wait_for(timeout=30_000)
     box = canvas.bounding_box()
-    assert box and box["width"] > 100
-    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
-    # a "7": a top bar, then a diagonal down to the bottom left
-    page.mouse.move(x0 + 0.25 * w, y0 + 0.22 * h)
-    page.mouse.down()
-    for t in range(1, 11):
-        page.mouse.move(x0 + (0.25 + 0.5 * t / 10) * w, y0 + 0.22 * h)
-    for t in range(1, 15):
-        page.mouse.move(x0 + (0.75 - 0.3 * t / 14) * w, y0 + (0.22 + 0.58 * t / 14) * h)
-    page.mouse.up()
-    page.get_by_text("Looks like").first.wait_for(timeout=60_000)
+    assert box["width"] == box["height"] == 280
+    assert 0 <= box["x"] and box["x"] + box["width"] <= width and box["y"] + box["height"] <= height, box
+    inset = [(box["x"] + dx, box["y"] + dy) for dx in (2, box["width"] - 3) for dy in (2, box["height"] - 3)]
+    assert all(page.evaluate(_HITS_CANVAS, inset)), f"part of the canvas is hidden at {width} px, sidebar {sidebar}"
+    tools = [b for b in (page.locator("[data-testid=stBidiComponentIsolated] button").nth(i).bounding_box()
+                         for i in range(page.locator("[data-testid=stBidiComponentIsolated] button").count())) if b]
+    assert len(tools) >= 4  # upload, undo, redo, pen, clear: the canvas's toolbar (menus stay hidden)
+    assert all(0 <= b["x"] and b["x"] + b["width"] <= width and b["y"] >= 0 for b in tools), "toolbar out of view"
+    assert all(page.evaluate(_HITS_CANVAS, [(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2) for b in tools]))
+    _browser.draw_strokes(page, EDGE_TO_EDGE_T, box)
     _settle(page)
     _no_exception(page, "draw")
-    assert page.get_by_text("model input").count() >= 1
-    _shoot(page, "draw")
+    strokes = page.locator("[data-testid=stBidiComponentIsolated] canvas.dc-canvas.lower-canvas").first
+    assert strokes.evaluate(_INK_AT_EDGES) == [True] * 4  # left, right, top, bottom
+    assert _browser.verdict_top1(page) == "T", page.locator("h3", has_text="Looks like").first.inner_text()
+    assert page.get_by_text("input 28×28").count() >= 1
+    assert page.evaluate(_TRUNCATED) == [], "truncated labels"
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"draw-{width}x{height}-sidebar-{sidebar}.png"))
+    _browser.set_sidebar(page, True)
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+
+def test_draw_page_agrees_with_predict_on_test_split_strokes(app_url, page, chars74k_test_zip):
+    """Test-split characters replayed as mouse strokes on the Draw page are read as `predict`
+    reads the same strokes rendered offline (the page adds nothing and loses nothing)."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from charlab.data.classes import chars74k_class_name
+    from charlab.data.strokes import PEN_PX, image_strokes, render_strokes
+    from charlab.predict import load_predictor
+
+    with zipfile.ZipFile(chars74k_test_zip) as zf:
+        names = sorted(n for n in zf.namelist() if n.lower().endswith(".png"))
+        picks = names[:: max(1, len(names) // 12)][:12]  # 12 characters spread over the classes
+        images = [(Image.open(io.BytesIO(zf.read(n))), chars74k_class_name(Path(n).parent.name)) for n in picks]
+    pred = load_predictor(ROOT / "checkpoints" / "default.pt")  # the model the app under test shows
+    page.goto(f"{app_url}/draw")
+    _settle(page)
+    offline, online, truth = [], [], []
+    for img, label in images:
+        lines = image_strokes(img)
+        offline.append(pred.predict_images([render_strokes(lines, pen=PEN_PX)], 1)[0][0][0])
+        _browser.draw_strokes(page, lines, page.locator(_browser.CANVAS).first.bounding_box())
+        _settle(page)
+        online.append(_browser.verdict_top1(page))
+        truth.append(label)
+        _browser.clear_canvas(page)
+    agree = np.mean([a == b for a, b in zip(online, offline)])
+    acc_page = np.mean([a == t for a, t in zip(online, truth)])
+    acc_offline = np.mean([a == t for a, t in zip(offline, truth)])
+    print(f"page {acc_page:.0%} · offline {acc_offline:.0%} · agreement {agree:.0%} on {len(truth)} characters")
+    # the mouse samples a stroke at its own points (a close call can tip): at most 2 of 12 differ
+    assert agree >= 10 / 12, list(zip(truth, online, offline))
+    assert abs(acc_page - acc_offline) <= 2 / 12

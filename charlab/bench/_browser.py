@@ -3,6 +3,7 @@ and a Playwright page on it. Only used when Debian's Chromium and Playwright are
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import subprocess
@@ -35,12 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, env: dict | None = None) -> subprocess.Popen:
+def start_server(port: int, env: dict | None = None, keep_output: bool = False) -> subprocess.Popen:
+    """`streamlit run app.py` on 127.0.0.1:port; keep_output: its stdout+stderr on a pipe (for a
+    test's failure message)."""
+    out = subprocess.PIPE if keep_output else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
+                            stderr=subprocess.STDOUT if keep_output else subprocess.DEVNULL)
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, t0: float, timeout: float) -> None:
@@ -131,4 +135,80 @@ def errors_cell_clicks(page, url: str, clicks: int = 10) -> dict:
         page.wait_for_function(_CELL_SHOWN, arg=[before, want], timeout=120_000, polling=10)
         times.append(time.perf_counter() - t)
         page.wait_for_timeout(300)
+    return percentiles(times)
+
+
+def set_sidebar(page, want_open: bool) -> None:
+    """Open or close the app's sidebar (its state survives page loads)."""
+    sb = page.locator("[data-testid=stSidebar]")
+    if (sb.get_attribute("data-collapsed") != "true") == want_open:
+        return
+    if want_open:
+        page.locator("[data-testid=stExpandSidebarButton], [data-testid=stSidebarCollapsedControl] button").first.click()
+    else:
+        sb.hover()
+        page.locator("[data-testid=stSidebarCollapseButton] button").first.click()
+    page.wait_for_timeout(600)
+
+
+CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
+
+# Timestamps (performance.now()) of the app's script-run state changes, recorded in the page.
+_WATCH_RUNS = """() => {
+  if (window.__runs) return;
+  window.__runs = [];
+  const app = document.querySelector('[data-testid=stApp]');
+  new MutationObserver(() => window.__runs.push([performance.now(), app.getAttribute('data-test-script-state')]))
+    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+_RUN_DONE_AFTER = """(t) => { const r = window.__runs; const i = r.findIndex(([at, s]) => at >= t && s === 'running');
+  return i >= 0 && r.slice(i).some(([, s]) => s === 'notRunning'); }"""
+_DONE_AT = """(t) => { const r = window.__runs; const i = r.findIndex(([at, s]) => at >= t && s === 'running');
+  return r.slice(i).find(([, s]) => s === 'notRunning')[0] - t; }"""
+
+
+def draw_strokes(page, lines, box: dict, timeout_s: float = 120) -> list[float]:
+    """Replay polylines (canvas pixels, (x, y)) as mouse strokes on the Draw canvas at `box`; after
+    each stroke wait for the page's rerun to finish. Returns per stroke the seconds from mouse-up
+    to that rerun's elements rendered (the script run over)."""
+    page.evaluate(_WATCH_RUNS)
+    sx, sy = box["width"] / 280.0, box["height"] / 280.0  # the canvas is 280 canvas px, however it is shown
+    times = []
+    for line in lines:
+        pts = [(box["x"] + float(x) * sx, box["y"] + float(y) * sy) for x, y in line]
+        if len(pts) == 1:  # a dot (the dot of an i): a tiny stroke, so the pen leaves a mark
+            pts.append((pts[0][0] + 0.5, pts[0][1] + 0.5))
+        page.mouse.move(*pts[0])
+        page.mouse.down()
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            page.mouse.move(x1, y1, steps=max(1, int(math.hypot(x1 - x0, y1 - y0) // 8)))  # a move every ~8 px
+        t = page.evaluate("performance.now()")
+        page.mouse.up()
+        page.wait_for_function(_RUN_DONE_AFTER, arg=t, timeout=timeout_s * 1000, polling=10)
+        times.append(page.evaluate(_DONE_AT, t) / 1000)
+    return times
+
+
+def verdict_top1(page) -> str:
+    """The Draw page's most likely class: "Looks like X" or "Looks like X or Y: 93% …" (X first)."""
+    text = page.locator("h3", has_text="Looks like").first.inner_text()
+    return text.split("Looks like", 1)[1].split()[0].rstrip(":")
+
+
+def clear_canvas(page) -> None:
+    page.get_by_role("button", name="Clear").click()
+    page.get_by_text("Draw a character").first.wait_for(timeout=60_000)
+    settle(page)
+
+
+def draw_latency(page, url: str, drawings: list) -> dict:
+    """Mouse-up -> prediction rendered on the Draw page, over every stroke of `drawings`
+    (lists of polylines in canvas pixels), each drawn on a cleared canvas."""
+    page.goto(f"{url}/draw")
+    settle(page)
+    times = []
+    for lines in drawings:
+        box = page.locator(CANVAS).first.bounding_box()
+        times += draw_strokes(page, lines, box)
+        clear_canvas(page)
     return percentiles(times)
