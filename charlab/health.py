@@ -29,8 +29,9 @@ How each check decides, and why:
   median), so inversion is only visible in the raw files; each file's paper level against its
   ink is read once (`raw_stats`) and images whose polarity is the minority (under
   `INVERTED_MAX_SHARE` of the set) are flagged.
-- far: the mean distance to the `K` nearest neighbours in embedding space, over its median in
-  the set; above `FAR_FACTOR` the image is far from every class.
+- far: `far_scores`, the distance to the nearest class (its nearest members and its centroid)
+  in units of the set's typical in-class distance; above `FAR_FACTOR` the image is far from every
+  class. A group of near-copies made only of outliers (four noise images) is left to the outliers.
 - look-alike classes: the share of k-nearest-neighbour links between two classes (both ways),
   over all the links of the two; pairs above `OVERLAP_MIN` are joined into groups.
 
@@ -66,7 +67,7 @@ BLANK_SHARE = 0.05  # raw ink coverage below this share of the set's median: nea
 INVERTED_MAX_SHARE = 0.25  # a polarity this rare in the set is "inverted against the rest"
 POLARITY_MARGIN = 0.04  # |paper - mid-range| / 255 below this: too faint to call a polarity
 K = 10  # neighbours for the far-outlier score and the class overlap
-FAR_FACTOR = 2.5  # mean k-NN distance over the set's median above which an image is far from every class
+FAR_FACTOR = 1.85  # far_scores() above which an image is far from every class (1 = typical; see far_scores)
 OVERLAP_MIN = 0.12  # share of k-NN links two classes exchange above which they look alike
 PCA_DIMS = 32  # embeddings are reduced to this before neighbour search (speed; distances kept ~exact)
 CHUNK_CELLS = 32_000_000  # floats in one chunk's distance block (128 MB): bounds memory at any N
@@ -191,6 +192,51 @@ def knn(x: np.ndarray, k: int, progress: Optional[Progress] = None) -> tuple[np.
         if progress:
             progress(b, n, "finding neighbours")
     return idx, dist
+
+
+def far_scores(x: np.ndarray, labels: np.ndarray, m: int = 5, progress: Optional[Progress] = None) -> np.ndarray:
+    """How far each row is from EVERY class, in units of the set's typical in-class distance.
+
+    Two measures, geometric mean: (a) the mean distance to the m nearest images of the nearest
+    class (self excluded), over the median of that for each image's own class; (b) the distance
+    to the nearest class centroid in units of that class's median member distance. (a) alone
+    misses a clump of junk (four noise images are each other's neighbours, yet no class's), (b)
+    alone misses classes with two shapes; junk is far by both. Chunked like `knn`."""
+    n = len(x)
+    classes = np.unique(labels)
+    if n < 3 or len(classes) == 0:
+        return np.zeros(n, np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    order = np.argsort(labels, kind="stable")
+    cols, lab_sorted = t[order], labels[order]
+    bounds = np.searchsorted(lab_sorted, classes), np.searchsorted(lab_sorted, classes, side="right")
+    sq = (cols * cols).sum(1)
+    near = np.full((n, len(classes)), np.inf, np.float32)  # n×C mean distance to the m nearest of each class
+    pos_of = np.empty(n, np.int64)
+    pos_of[order] = np.arange(n)
+    step = _chunk_rows(n)
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        r = t[a:b]
+        d = torch.addmm(sq[None, :], r, cols.T, alpha=-2.0).add_((r * r).sum(1)[:, None]).clamp_min_(0).sqrt_()  # B×N
+        d[torch.arange(b - a), torch.as_tensor(pos_of[a:b])] = float("inf")  # not itself
+        for c, (lo, hi) in enumerate(zip(*bounds)):
+            kk = min(m, hi - lo)
+            v = torch.topk(d[:, lo:hi], kk, dim=1, largest=False).values  # B×kk
+            near[a:b, c] = torch.where(torch.isinf(v), torch.nan, v).nanmean(1).numpy()
+        if progress:
+            progress(b, n, "measuring distances to every class")
+    near = np.nan_to_num(near, nan=np.inf)
+    cidx = np.searchsorted(classes, labels)
+    own = near[np.arange(n), cidx]
+    med = float(np.median(own[np.isfinite(own)])) if np.isfinite(own).any() else 0.0
+    knn_part = near.min(1) / med if med > 0 else np.zeros(n)
+    mu = np.stack([x[labels == c].mean(0) for c in classes])  # C×F
+    dist = np.linalg.norm(x[:, None, :] - mu[None], axis=2) if n * len(classes) < 4_000_000 else \
+        np.stack([np.linalg.norm(x - mu_c, axis=1) for mu_c in mu], 1)  # n×C
+    spread = np.array([np.median(dist[labels == c, i]) for i, c in enumerate(classes)])
+    cen_part = (dist / np.maximum(spread, 1e-12)[None]).min(1)
+    return np.sqrt(np.nan_to_num(knn_part, posinf=0.0) * cen_part).astype(np.float32)
 
 
 def near_pairs(x: np.ndarray, threshold: float, y: Optional[np.ndarray] = None,
@@ -352,6 +398,8 @@ def _raw_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray]:
     zips: dict = {}
     for i, p in enumerate(paths):
         try:
+            # reduce_large at RAW_SIZE keeps a 1200×900 scan whole: reducing it further made a resized
+            # copy and its original pass through different box filters (measured: recall 0.79)
             gray, ink_bright = to_gray(reduce_large(_open_raw(p, zips), RAW_SIZE), cfg)
             border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
             level, lo, hi = float(np.median(border)), float(gray.min()), float(gray.max())
@@ -367,7 +415,7 @@ def _raw_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray]:
 
 
 def has_raw_files(paths: Optional[list[str]]) -> bool:
-    if not paths:
+    if not paths or not isinstance(paths[0], str):
         return False
     p = paths[0]
     return "!/" in p or os.path.isfile(p)
@@ -560,6 +608,16 @@ def _compute(datasets, predictor, embedding, method, thr, seed, cache_dir, progr
     for g in exact_groups:
         rep[g] = g[0]
 
+    # --- neighbours in embedding space: far outliers, class overlap, the map
+    ok = ~blank
+    z = _standardise(emb)
+    red = pca(z, PCA_DIMS, seed) if z.shape[1] > PCA_DIMS else z
+    nbr_idx, nbr_dist = knn(red, K, progress)
+    far_score = np.zeros(n, np.float32)
+    if ok.sum() > K:
+        far_score[ok] = far_scores(red[ok], labels[ok], progress=progress)
+    far = (far_score > FAR_FACTOR) & ok
+
     # --- near duplicates among distinct, non-blank contents
     cand = np.flatnonzero((rep == np.arange(n)) & ~blank)
     ii, jj, dd = near_pairs(thumbs[cand], thr, progress=progress)
@@ -574,24 +632,12 @@ def _compute(datasets, predictor, embedding, method, thr, seed, cache_dir, progr
         duplicates.append(_group(g, "exact", paths, split_arr))
     for g in near_groups:
         full = sorted({m for r in g for m in members.get(r, [r])})
-        duplicates.append(_group(full, "near", paths, split_arr))
+        if not far[full].all():  # copies of junk are reported as junk (outliers), not as copies
+            duplicates.append(_group(full, "near", paths, split_arr))
     duplicates.sort(key=lambda d: (-len(d["rows"]), d["paths"][0]))
 
     # --- leaks: each test image's closest copy among train + val
     leaks = _leaks(ii, jj, dd, exact_groups, split_arr, paths, blank)
-
-    # --- neighbours in embedding space: far outliers, class overlap, the map
-    ok = ~blank
-    z = _standardise(emb)
-    red = pca(z, PCA_DIMS, seed) if z.shape[1] > PCA_DIMS else z
-    nbr_idx, nbr_dist = knn(red, K, progress)
-    far_score = np.zeros(n, np.float32)
-    if n > K and nbr_idx.shape[1]:
-        mean_d = nbr_dist.mean(1)
-        med = float(np.median(mean_d[ok])) if ok.any() else 0.0
-        if med > 0:
-            far_score = (mean_d / med).astype(np.float32)
-    far = (far_score > FAR_FACTOR) & ok
 
     # --- inverted polarity (raw files only)
     inverted = np.zeros(n, bool)
