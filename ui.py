@@ -356,21 +356,11 @@ def interpretation(ref: str, mtime: float, key: str, split: str):
 
 @st.cache_resource(max_entries=4, show_spinner="Learning the model's look-alike classes…")
 def lookalikes(ref: str, mtime: float):
-    """The model's look-alike groups: stored in its checkpoint, else learned from its confusion on
-    its own validation split (cached on disk like any interpretation), else charlab's fallback list."""
-    from charlab import lookalike
+    """The model's look-alike groups (charlab.lookalike.for_predictor: stored in the checkpoint,
+    else learned from its own validation confusion, else the fallback list)."""
+    from charlab.lookalike import for_predictor
 
-    pred = predictor(ref, mtime)
-    if pred.lookalikes is not None:
-        return pred.lookalikes
-    try:
-        val = interpretation(ref, mtime, cfg_key(pred.data_config_for(None)), "val")
-    except (CharlabError, KeyError, AttributeError):
-        val = None  # its data is not on this machine (or has no validation split)
-    if val is None or val.n == 0:
-        return lookalike.fallback(pred.classes)
-    return lookalike.learn(val.probs, val.targets, val.classes,
-                           source=f"learned from its validation confusion, {val.n:,} images")
+    return for_predictor(predictor(ref, mtime))
 
 
 def heatmap_overlay(image: np.ndarray, heat: Optional[np.ndarray] = None, *, title: str = "", size: int = 260):

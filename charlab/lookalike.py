@@ -158,3 +158,23 @@ def for_checkpoint(state: dict, classes: Sequence[str]) -> Optional[Lookalikes]:
     la.groups = [[c for c in g if c in set(classes)] for g in la.groups]
     la.groups = [g for g in la.groups if len(g) > 1]
     return la
+
+
+def for_predictor(predictor, progress=None) -> Lookalikes:
+    """The groups a model's answers are read with: stored in its checkpoint; else learned from
+    its confusion on its own validation split (loaded with its preprocessing and split seed);
+    else, when that data is not on this machine, the fallback list."""
+    from .errors import CharlabError
+    from .interpret import Interpretation, load_split
+
+    if predictor.lookalikes is not None:
+        return predictor.lookalikes
+    try:
+        val, _ = load_split(predictor, None, "val", progress=progress)
+        interp = Interpretation.from_predictor(predictor, val, "val", progress=progress)
+    except (CharlabError, OSError):
+        return fallback(predictor.classes)
+    if interp.n == 0:
+        return fallback(predictor.classes)
+    return learn(interp.probs, interp.targets, interp.classes,
+                 source=f"learned from its validation confusion, {interp.n:,} images")

@@ -1,4 +1,4 @@
-"""The app: cold start to the first rendered page, and the Draw page's prediction latency.
+"""The app: cold start, the Draw page's prediction latency, and click-to-result times in the browser.
 
 Cold start is measured three ways, each in fresh processes (streamlit only ever runs in a
 subprocess here; charlab itself never imports it):
@@ -11,10 +11,14 @@ subprocess here; charlab itself never imports it):
 The per-page figures are each page's first run in one AppTest session (data and model loads
 included; the disk caches of charlab are warm after the first bench run).
 
-Prediction latency is what the Draw page does after a stroke: preprocess the canvas image,
-predict the top-5 and compute Grad-CAM with a cached model on one thread (as the app does),
-against the obvious alternatives: loading the checkpoint for every prediction, and torch's
-default thread count.
+Prediction latency is what the Draw page does after a stroke, server side: `Predictor.explain`
+(preprocess the canvas image, one forward pass for the top-5 and Grad-CAM) with a cached model on
+one thread (as the app does), against the obvious alternatives: the three passes it replaced,
+loading the checkpoint for every prediction, and torch's default thread count.
+
+In the browser (headless Chromium, a fresh server): the Draw page's mouse-up to the prediction
+rendered (the rerun's elements on screen, p50/p95 over every stroke of a few drawn characters),
+and the Errors page's confusion-matrix cell click to the cell's images decoded.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pages", action="store_true", help="skip the per-page first-run figures")
     p.add_argument("--errors-clicks", type=int, default=10,
                    help="confusion-matrix cell clicks timed on the Errors page in the browser (0: skip)")
+    p.add_argument("--draw-rounds", type=int, default=2,
+                   help="times the 7 test characters (12 strokes) are drawn on the Draw page in the browser (0: skip)")
     p.add_argument("--only-browser", action="store_true",
                    help="only the browser's click-to-result figures (no cold starts, pages or latency)")
 
@@ -108,16 +114,31 @@ def _browser_cold_start(timeout: float = 120) -> float | None:
 
 
 def _browser_interactions(args: argparse.Namespace) -> dict:
-    """Click-to-result figures in the browser: the Errors page's confusion-matrix cell clicks."""
+    """Click-to-result figures in the browser: the Errors page's confusion-matrix cell clicks, and
+    the Draw page's mouse-up to the prediction rendered (every stroke of DRAWINGS, `--draw-rounds` times)."""
     from . import _browser
 
-    if not _browser.available() or args.errors_clicks <= 0:
+    if not _browser.available():
         return {}
     out = {}
     with _browser.app_page() as (url, page):
-        for k, v in _browser.errors_cell_clicks(page, url, args.errors_clicks).items():
-            out[f"errors_cell_click_{k}"] = v
+        if args.draw_rounds > 0:
+            for k, v in _browser.draw_latency(page, url, DRAWINGS * args.draw_rounds).items():
+                out[f"draw_mouseup_to_prediction_{k}"] = v
+        if args.errors_clicks > 0:
+            for k, v in _browser.errors_cell_clicks(page, url, args.errors_clicks).items():
+                out[f"errors_cell_click_{k}"] = v
     return out
+
+
+# Characters drawn for the browser figure, as polylines in canvas pixels (280×280): L, T, 7, 4, A, E, H
+DRAWINGS = [[[(84, 42), (84, 238), (210, 238)]],
+            [[(56, 42), (224, 42)], [(140, 42), (140, 238)]],
+            [[(70, 50), (210, 50), (118, 238)]],
+            [[(168, 238), (168, 42), (56, 174), (224, 174)]],
+            [[(56, 238), (140, 42), (224, 238)], [(92, 162), (188, 162)]],
+            [[(196, 42), (84, 42), (84, 238), (196, 238)], [(84, 140), (174, 140)]],
+            [[(70, 42), (70, 238)], [(210, 42), (210, 238)], [(70, 140), (210, 140)]]]
 
 
 def _drawing():
@@ -140,9 +161,12 @@ def _latency(checkpoint: str, n: int) -> dict:
     img = _drawing()
     pred = load_predictor(checkpoint)
 
-    def stroke():  # what the Draw page runs after every stroke
+    def stroke():  # what the Draw page runs after every stroke: one preparation, one forward pass
+        return pred.explain(img, top_k=5)
+
+    def stroke_three_passes():  # what it ran before Predictor.explain: prepared twice, three forward passes
         top = pred.predict_images([img], top_k=5)
-        seen = np.array(pred.prepare(img))  # writable, as the page passes it
+        seen = np.array(pred.prepare(img))  # writable, as the page passed it
         pred.saliency(seen, "grad_cam")
         return top
 
@@ -168,6 +192,7 @@ def _latency(checkpoint: str, n: int) -> dict:
     out[f"stroke_ms_{default_threads}_threads"] = median_ms(stroke, n)
     torch.set_num_threads(1)
     out["stroke_ms"] = median_ms(stroke, n)
+    out["stroke_three_passes_ms"] = median_ms(stroke_three_passes, n)
     out["predict_ms"] = median_ms(predict_only, n)
     out["reload_per_prediction_ms"] = median_ms(reload_each_time, max(5, n // 5))
     out["reload_slowdown"] = round(out["reload_per_prediction_ms"] / out["predict_ms"], 1)

@@ -1,4 +1,4 @@
-"""`python -m charlab eval --run RUN [--source SOURCE] [--split test|val|train] [--json] [--out FILE]`
+"""`python -m charlab eval --run RUN [--source SOURCE] [--split test|val|train] [--restrict] [--json] [--out FILE]`
 
 Evaluates a run directory, a checkpoint file (e.g. checkpoints/default.pt) or an ensemble
 ("runA+runB") on one split of a source, loaded with the CHECKPOINT's preprocessing and split
@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="default: test")
     p.add_argument("--labels", metavar="FILE", help="label override file for the source's training data (default: the "
                    "one the model trained with; 'none' for the raw labels, 'auto' for the source's own)")
+    p.add_argument("--restrict", action="store_true",
+                   help="restrict the model's predictions to the classes the data holds (a 62-class model "
+                        "read as a digit model on a digit set); macro-F1 always averages over those classes")
     p.add_argument("--top-pairs", type=positive_int, default=10, metavar="N", help="most confused pairs to list (default 10)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -69,6 +72,8 @@ def _eval(args: argparse.Namespace) -> int:
             labels = resolve(args.labels, predictor.data_config_for(args.source).source)
         dataset, notes = load_split(predictor, args.source, args.split, progress=bar, labels=labels)
         interp = Interpretation.from_run(args.run, dataset, args.split, predictor=predictor, progress=bar)
+        if args.restrict:
+            interp = interp.restricted()
     finally:
         if bar is not None:
             bar.close()
@@ -80,9 +85,11 @@ def _eval(args: argparse.Namespace) -> int:
     lines = [f"model     {predictor.name}",
              f"data      {report['source']} [{args.split}]  n={interp.n}  classes={interp.num_classes}",
              f"accuracy  {report['accuracy']:.4f}",
-             f"macro-F1  {report['macro_f1']:.4f}",
+             f"macro-F1  {report['macro_f1']:.4f}   over the {report['classes_present']} classes the data holds",
              f"top-5     {report['top5']:.4f}",
-             f"errors    {report['errors']}   mean loss {report['mean_loss']:.4f}"]
+             f"errors    {report['errors']}   mean loss {report['mean_loss']:.4f}" + (
+                 f"   ({report['absent_predictions']} predicted a class the data does not hold)"
+                 if report["absent_predictions"] else "")]
     pairs = report["most_confused"]
     if pairs:
         lines.append("most confused (true -> predicted: count)")

@@ -3,6 +3,8 @@
 Raw image files of any size, mode and polarity get the checkpoint's own preprocessing
 (grayscale, polarity, crop, pad, resize), then the top-K classes. A file that cannot be read
 gets an error entry of its own; the others are still predicted (exit status 1 if any failed).
+Where look-alike classes (charlab.lookalike: c/C, o/O/0 … as the model confuses them) share most of
+the probability, the line starts with the group: "c or C 0.930 (c 0.510 · C 0.420)".
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
 
-def predict_files(predictor, paths: list[str], top: int = 5) -> list[dict]:
-    """[{path, top: [{label, prob}]}] or [{path, error}] per file, in the order given."""
+def predict_files(predictor, paths: list[str], top: int = 5, lookalikes=None) -> list[dict]:
+    """[{path, top: [{label, prob}]}] or [{path, error}] per file, in the order given; with
+    `lookalikes` (charlab.lookalike), also {group: {label: "c or C", prob, split}} where look-alike
+    twins share most of the probability."""
     import numpy as np
     import torch
 
@@ -42,19 +46,34 @@ def predict_files(predictor, paths: list[str], top: int = 5) -> list[dict]:
         except Exception as e:  # a decoder or preprocessing failure on one odd file must not stop the rest
             results[i]["error"] = f"{path}: {type(e).__name__}: {e}"
     if ok:
+        from ..lookalike import grouped_top
+
         batch = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # N×1×H×W uint8
-        for i, tops in zip(ok, predictor.topk(predictor.probs(batch), top)):
+        probs = predictor.probs(batch)  # N×C
+        for i, row, tops in zip(ok, probs, predictor.topk(probs, top)):
             results[i]["top"] = [{"label": label, "prob": prob} for label, prob in tops]
+            g = grouped_top(row, predictor.classes, lookalikes) if lookalikes is not None else None
+            if g is not None and len(g.split) > 1:  # twins share the probability: name them together
+                results[i]["group"] = {"label": g.label, "prob": g.prob,
+                                       "split": [{"label": c, "prob": p} for c, p in g.split]}
     return results
 
 
 def _predict(args: argparse.Namespace) -> int:
     from ..predict import load_predictor
 
+    from ..lookalike import for_predictor
+
     predictor = load_predictor(args.run, device=args.device)
-    results = predict_files(predictor, args.images, args.top)
-    lines = [f"{r['path']}: " + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"])
-             for r in results if "error" not in r]
+    results = predict_files(predictor, args.images, args.top, lookalikes=for_predictor(predictor))
+
+    def line(r: dict) -> str:
+        g = r.get("group")
+        head = (f"{g['label']} {g['prob']:.3f} (" + " · ".join(f"{t['label']} {t['prob']:.3f}" for t in g["split"])
+                + ")  |  ") if g else ""
+        return f"{r['path']}: {head}" + "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"])
+
+    lines = [line(r) for r in results if "error" not in r]
     if lines or args.json:
         emit(results, args.json, "\n".join(lines))
     failed = [r for r in results if "error" in r]
