@@ -21,10 +21,10 @@ st.caption(f"Trains on the sidebar's source, `{src}`. Early stopping and the bes
 
 from charlab.augment import get_preset, list_presets  # noqa: E402
 from charlab.balance import BALANCE_STRATEGIES  # noqa: E402
+from charlab.data.sources import check_source  # noqa: E402
 from charlab.optim import OPTIMIZERS, SCHEDULES  # noqa: E402
 from charlab.models import list_models, model_info  # noqa: E402
 from charlab.recipes import get_recipe, list_recipes, recipe_doc  # noqa: E402
-from charlab.data.sources import check_source  # noqa: E402
 from charlab.runs import launch, list_runs  # noqa: E402
 
 CUSTOM = "custom (from the Augmentation page)"

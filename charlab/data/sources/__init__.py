@@ -17,7 +17,7 @@ from ...config import DataConfig
 from .._registry import SOURCES, Progress
 from .base import Counts, Option, Source, check_split, kinds, prefixes, resolve
 from .pool import decode_image_bytes, map_chunks, n_workers, preprocess_arrays, read_image
-# the kinds, in the sidebar's order; importing each registers it
+# importing each kind's module registers it (the sidebar orders kinds by their `menu`)
 from . import synthetic as _synthetic  # noqa: E402,F401
 from .files import FileSource, list_source, layout, open_image, sibling_test  # noqa: E402
 from .idx import IdxSource, read_idx  # noqa: E402
