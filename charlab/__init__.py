@@ -40,7 +40,7 @@ _API = {
     "RunInfo": "charlab.runs", "create_run": "charlab.runs", "launch": "charlab.runs", "list_runs": "charlab.runs",
     "run_info": "charlab.runs", "read_metrics": "charlab.runs", "read_config": "charlab.runs",
     "stop_run": "charlab.runs", "resume_run": "charlab.runs", "delete_run": "charlab.runs",
-    "resolve_run": "charlab.runs", "kick_queue": "charlab.runs",
+    "resolve_run": "charlab.runs", "kick_queue": "charlab.runs", "RunDir": "charlab.runs",
 }
 
 
