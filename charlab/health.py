@@ -194,24 +194,31 @@ def knn(x: np.ndarray, k: int, progress: Optional[Progress] = None) -> tuple[np.
     return idx, dist
 
 
-def far_scores(x: np.ndarray, labels: np.ndarray, m: int = 5, progress: Optional[Progress] = None) -> np.ndarray:
+def far_scores(x: np.ndarray, labels: np.ndarray, m: int = 5, progress: Optional[Progress] = None,
+               k: int = 0) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How far each row is from EVERY class, in units of the set's typical in-class distance.
 
     Two measures, geometric mean: (a) the mean distance to the m nearest images of the nearest
     class (self excluded), over the median of that for each image's own class; (b) the distance
     to the nearest class centroid in units of that class's median member distance. (a) alone
     misses a clump of junk (four noise images are each other's neighbours, yet no class's), (b)
-    alone misses classes with two shapes; junk is far by both. Chunked like `knn`."""
+    alone misses classes with two shapes; junk is far by both. Chunked like `knn`.
+
+    With k > 0 it also returns the k nearest neighbours (index, distance) from the same pass: the
+    global k nearest are among each class's k nearest, so one scan of the distances serves both."""
     n = len(x)
     classes = np.unique(labels)
-    if n < 3 or len(classes) == 0:
-        return np.zeros(n, np.float32)
+    if n < 3 or len(classes) == 0 or k >= n:
+        far = np.zeros(n, np.float32)
+        return (far, *knn(x, k)) if k else far
     t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     order = np.argsort(labels, kind="stable")
     cols, lab_sorted = t[order], labels[order]
     bounds = np.searchsorted(lab_sorted, classes), np.searchsorted(lab_sorted, classes, side="right")
     sq = (cols * cols).sum(1)
     near = np.full((n, len(classes)), np.inf, np.float32)  # n×C mean distance to the m nearest of each class
+    nbr_idx, nbr_dist = np.zeros((n, k), np.int64), np.zeros((n, k), np.float32)
+    order_t = torch.as_tensor(order)
     pos_of = np.empty(n, np.int64)
     pos_of[order] = np.arange(n)
     step = _chunk_rows(n)
@@ -220,10 +227,19 @@ def far_scores(x: np.ndarray, labels: np.ndarray, m: int = 5, progress: Optional
         r = t[a:b]
         d = torch.addmm(sq[None, :], r, cols.T, alpha=-2.0).add_((r * r).sum(1)[:, None]).clamp_min_(0).sqrt_()  # B×N
         d[torch.arange(b - a), torch.as_tensor(pos_of[a:b])] = float("inf")  # not itself
+        cand_v, cand_i = [], []
         for c, (lo, hi) in enumerate(zip(*bounds)):
-            kk = min(m, hi - lo)
-            v = torch.topk(d[:, lo:hi], kk, dim=1, largest=False).values  # B×kk
-            near[a:b, c] = torch.where(torch.isinf(v), torch.nan, v).nanmean(1).numpy()
+            kk = min(max(m, k), hi - lo)
+            v, i = torch.topk(d[:, lo:hi], kk, dim=1, largest=False)  # B×kk, ascending
+            vm = v[:, :m]
+            near[a:b, c] = torch.where(torch.isinf(vm), torch.nan, vm).nanmean(1).numpy()
+            if k:
+                cand_v.append(v)
+                cand_i.append(i + lo)
+        if k:
+            v, j = torch.topk(torch.cat(cand_v, 1), k, dim=1, largest=False)  # B×k of the B×(C·kk) candidates
+            nbr_dist[a:b] = v.numpy()
+            nbr_idx[a:b] = order_t[torch.gather(torch.cat(cand_i, 1), 1, j)].numpy()
         if progress:
             progress(b, n, "measuring distances to every class")
     near = np.nan_to_num(near, nan=np.inf)
@@ -236,7 +252,8 @@ def far_scores(x: np.ndarray, labels: np.ndarray, m: int = 5, progress: Optional
         np.stack([np.linalg.norm(x - mu_c, axis=1) for mu_c in mu], 1)  # n×C
     spread = np.array([np.median(dist[labels == c, i]) for i, c in enumerate(classes)])
     cen_part = (dist / np.maximum(spread, 1e-12)[None]).min(1)
-    return np.sqrt(np.nan_to_num(knn_part, posinf=0.0) * cen_part).astype(np.float32)
+    far = np.sqrt(np.nan_to_num(knn_part, posinf=0.0) * cen_part).astype(np.float32)
+    return (far, nbr_idx, nbr_dist) if k else far
 
 
 def near_pairs(x: np.ndarray, threshold: float, y: Optional[np.ndarray] = None,
@@ -612,10 +629,10 @@ def _compute(datasets, predictor, embedding, method, thr, seed, cache_dir, progr
     ok = ~blank
     z = _standardise(emb)
     red = pca(z, PCA_DIMS, seed) if z.shape[1] > PCA_DIMS else z
-    nbr_idx, nbr_dist = knn(red, K, progress)
-    far_score = np.zeros(n, np.float32)
-    if ok.sum() > K:
-        far_score[ok] = far_scores(red[ok], labels[ok], progress=progress)
+    # one scan of the distances gives both the k nearest neighbours and the far scores; blanks
+    # take part in the neighbour graph (the map shows them) but not in the class statistics
+    far_score, nbr_idx, nbr_dist = far_scores(red, np.where(ok, labels, -1), progress=progress, k=K)
+    far_score[~ok] = 0.0
     far = (far_score > FAR_FACTOR) & ok
 
     # --- near duplicates among distinct, non-blank contents
