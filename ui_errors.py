@@ -9,7 +9,7 @@ import streamlit as st
 
 import ui
 
-ORDERS = {"class": "0–9 A–Z a–z", "twins": "A a B b …"}  # twins: case pairs side by side
+ORDERS = {"class": "0–9 A–Z a–z", "twins": "Aa Bb Cc (twins together)"}
 
 
 def show_images(interp, rows, caption_fn, px: int = 84, limit: int = 40) -> None:
@@ -104,10 +104,10 @@ def confusion_panel(interp, train_ref) -> None:
     else:
         left, right = st.columns([1.45, 1], gap="large")
     with left:
-        h, o = st.columns([2, 1], vertical_alignment="bottom")
-        h.subheader("Confusion matrix")
-        order = o.segmented_control("Order", list(ORDERS), format_func=ORDERS.get, default="class",
-                                    key="err_order", required=True)
+        st.subheader("Confusion matrix")
+        order = st.segmented_control("Class order", list(ORDERS), format_func=ORDERS.get, default="class",
+                                     key="err_order", required=True,
+                                     help="Case twins side by side: c/C confusions become 2×2 blocks on the diagonal.")
         st.caption("Rows: true class · columns: predicted. Click a cell to see its images.")
         st.plotly_chart(matrix_figure(interp, order, height), key="err_cm", selection_mode="points",
                         on_select=lambda: _select_from_chart(interp), height=height,

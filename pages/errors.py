@@ -17,7 +17,7 @@ if not choices:
 refs, labels = [r for r, _ in choices], dict(choices)
 active = st.session_state.get("model_ref")
 
-c1, c2, c3, c4 = st.columns([2.2, 1.5, 0.8, 1.1], vertical_alignment="bottom")
+c1, c2, c3 = st.columns([2.2, 1.5, 1], vertical_alignment="bottom")
 ref = c1.selectbox("Model", refs, index=refs.index(active) if active in refs else 0, format_func=labels.get,
                    key="err_model")
 try:
@@ -35,7 +35,7 @@ splits = ui.splits_or_stop(cfg)
 names = ["val", "test", "train"] if splits.test is not None else ["val", "train"]
 split = c3.selectbox("Split", names, key="err_split", format_func={"val": "validation", "test": "test",
                                                                      "train": "train"}.get)
-restrict = c4.toggle("Restrict to data", key="err_restrict",
+restrict = st.toggle("Only the data's classes", key="err_restrict",
                      help="Restrict the model's predictions to the classes this data holds (e.g. a 62-class "
                           "model read as a digit model on MNIST): the other classes' probabilities are dropped.")
 if split == "val" and len(splits.val) == 0:
