@@ -259,3 +259,33 @@ def test_explain_is_one_forward_pass_with_the_same_answers(shapes_run, tmp_path)
         assert np.allclose(ex.probs, pred.probs(pred.prepare_batch([img]))[0], atol=1e-6)
         assert np.allclose(ex.cam, pred.saliency(np.array(ex.image), "grad_cam"), atol=1e-5)
         assert ex.class_idx == pred.classes.index("ring")
+
+
+def test_a_phone_photo_is_read_like_a_scan_and_bad_files_get_one_line(shapes_run, tmp_path):
+    """A large JPEG of a dark ring on unevenly lit paper, stored sideways with an EXIF rotation, is
+    read as a ring after charlab.photo; without the lighting flattening the shadow would be ink."""
+    import io
+
+    from charlab.errors import DataError
+    from charlab.photo import MAX_SIDE, open_photo
+
+    run, _ = shapes_run
+    pred = load_predictor(run / "best.pt")
+    rng = np.random.default_rng(11)
+    shape = draw_shape("ring", rng, size=(3000, 4000))  # 12 MP, dark ink on white
+    a = np.asarray(shape, dtype=np.float32)
+    shade = np.linspace(0.35, 1.0, a.shape[1])[None, :] * np.linspace(0.8, 1.0, a.shape[0])[:, None]
+    photo = Image.fromarray(np.clip(a * shade + rng.normal(0, 4, a.shape), 0, 255).astype(np.uint8)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view": the file holds the picture sideways
+    buf = io.BytesIO()
+    photo.rotate(90, expand=True).save(buf, format="JPEG", quality=85, exif=exif)
+    img = open_photo(buf.getvalue(), "photo.jpg")
+    assert max(img.size) <= MAX_SIDE and img.size[0] < img.size[1]  # shrunk, and upright (portrait)
+    assert pred.predict_images([img], 1)[0][0][0] == "ring"
+    flat = np.asarray(img)
+    assert np.percentile(flat, 50) > 230  # the paper is even: its shadowed side is no longer dark
+    for data, msg in ((b"", "empty"), (b"not an image at all", "not an image"), (buf.getvalue()[:5000], "unreadable")):
+        with pytest.raises(DataError, match=msg) as e:
+            open_photo(data, "x.jpg")
+        assert "\n" not in str(e.value)
