@@ -289,3 +289,15 @@ def test_a_phone_photo_is_read_like_a_scan_and_bad_files_get_one_line(shapes_run
         with pytest.raises(DataError, match=msg) as e:
             open_photo(data, "x.jpg")
         assert "\n" not in str(e.value)
+
+
+def test_training_stores_learned_lookalike_groups_in_best_pt(shapes_run):
+    """fit() learns the look-alike groups from the best weights' validation confusion and stores
+    them in best.pt; the predictor reads them (no data needed at prediction time)."""
+    from charlab.lookalike import for_predictor
+
+    run, _ = shapes_run
+    la = load_predictor(run / "best.pt").lookalikes
+    assert la is not None and "learned" in la.source
+    assert all(set(g) <= set(SHAPES) and len(g) >= 2 for g in la.groups)
+    assert for_predictor(load_predictor(run / "best.pt")) is not None

@@ -315,9 +315,13 @@ def _finish(r: _Run, reason: str, history: list[dict], rec, run_dir: Optional[Pa
             f"on {m['n']} images")
         if rec:
             rec.append({"split": "test", "epoch": stopper.best_epoch, **test_metrics})
-            if stopper.best_epoch:  # so the checkpoint alone reports its test accuracy
-                ckpt.save_best(model, stopper.best_epoch, _row_of(history, stopper.best_epoch),
-                               test_metrics=test_metrics)
+    if rec and stopper.best_epoch and reason != "stop_request":
+        # so the checkpoint alone reports its test accuracy and the look-alike groups of its answers
+        extra = {"test_metrics": test_metrics} if test_metrics else {}
+        if r.val is not None:
+            extra["lookalike"] = _lookalikes(model, r)
+        if extra:
+            ckpt.save_best(model, stopper.best_epoch, _row_of(history, stopper.best_epoch), **extra)
     final = "stopped" if reason == "stop_request" else "done"
     if rec:
         stop_request.clear()
@@ -327,6 +331,16 @@ def _finish(r: _Run, reason: str, history: list[dict], rec, run_dir: Optional[Pa
     return FitResult(model=model, classes=r.classes, input_shape=r.input_shape, history=history, best=stopper.best,
                      best_epoch=stopper.best_epoch, monitor=r.config.monitor, state=final, stop_reason=reason,
                      test_metrics=test_metrics, run_dir=rec.dir if rec else run_dir, notes=r.notes)
+
+
+def _lookalikes(model: nn.Module, r: _Run) -> dict:
+    """charlab.lookalike groups learned from the best weights' confusion on (this rank's share of)
+    the validation split, for best.pt: the Draw page and `predict` name look-alike twins together."""
+    from ..lookalike import learn
+
+    m = evaluate(model, *r.val, len(r.classes), batch_size=EVAL_BATCH, device=r.device, return_probs=True,
+                 channels_last=r.channels_last, bf16=r.config.bf16)
+    return learn(m["probs"].float().numpy(), r.val[1].cpu().numpy(), r.classes).to_dict()
 
 
 def set_cpu_threads(world_size: int = 1) -> int:
