@@ -110,7 +110,8 @@ if submitted:
     # a model other than the recipe's starts from its own defaults.
     config = dataclasses.replace(
         base,
-        data=dataclasses.replace(base.data, source=src, image_size=int(image_size)),
+        # the source's label-override file (Labels page) goes with it, stored in the run's config
+        data=dataclasses.replace(base.data, source=src, image_size=int(image_size), labels=ui.data_config().labels),
         augment=augment,
         model=base.model if model == base.model.name else ModelConfig(name=model),
         epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), patience=int(patience),

@@ -274,6 +274,16 @@ def test_labels_page_fixes_a_swap_and_undoes(swapped_zip, tmp_path, monkeypatch)
     at.switch_page("pages/dataset.py").run()
     assert not at.exception
     assert any(f"**{len(entries)}** relabelled" in c.value for c in at.caption)
+    # click 3: Launch on the Train page trains on the fixed labels (the file is in the run's config)
+    import charlab.runs as runs
+
+    launched = []
+    monkeypatch.setattr(runs, "launch", lambda config, root="runs", **kw: launched.append(config) or
+                        __import__("types").SimpleNamespace(id="20990101-000000-charnet-abc123", state="queued",
+                                                            queue_position=1))
+    at.switch_page("pages/train.py").run()
+    at.form_submit_button[0].click().run()
+    assert not at.exception and launched[0].data.labels == str(files[0]) and launched[0].data.source == str(swapped_zip)
     at.switch_page("pages/labels.py").run()
     next(b for b in at.button if b.label.startswith("Undo: apply the swap")).click().run()
     assert json.loads(files[0].read_text())["entries"] == []
