@@ -316,6 +316,29 @@ def test_errors_page(lab):
     assert (t, p) == at.session_state["err_cell"] and heading == [f"True '{t}' → predicted '{p}'"]
 
 
+def test_errors_page_reads_a_62_class_model_on_digits_both_ways(lab, tmp_path):
+    """The shipped 62-class synthetic model on the sidebar's digit source: case-insensitive accuracy
+    beside top-1 with the groups used, and the switch that restricts it to the data's classes."""
+    import shutil
+
+    ckpt = tmp_path / "checkpoints" / "synthetic.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(ROOT / "checkpoints" / "synthetic.pt", ckpt)
+    at = open_app(lab, "errors", sb_model=str(ckpt), checkpoints_dir=str(ckpt.parent))
+    at.radio(key="err_data").set_value("sidebar").run()
+    ok(at)
+    pct = lambda label: float({m.label: m.value for m in at.metric}[label].rstrip("%"))  # noqa: E731
+    acc, ci = pct("Accuracy"), pct("Case-insensitive")
+    assert ci >= acc and any(c.value.startswith("Look-alike groups (learned") for c in at.caption)
+    assert any("0/O/o" in c.value for c in at.caption)  # the round twins, learned from its own confusion
+    letters = [r for r in at.dataframe[0].value.itertuples()] if at.dataframe else []
+    assert all(str(r[1]).isdigit() for r in letters)  # the per-class table: only the classes the data holds
+    at.toggle(key="err_restrict").set_value(True).run()
+    ok(at)
+    assert pct("Accuracy") > acc  # digits read as O, l, S … are now read among the digits only
+    assert any("restricted to the data's 10 classes" in c.value for c in at.caption)
+
+
 def test_draw_page_predicts_and_saves(lab):
     at = open_app(lab, "draw", sb_model=str(lab.ckpt))
     ok(at)
