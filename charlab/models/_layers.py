@@ -15,7 +15,6 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..errors import CharlabError
 
@@ -115,15 +114,15 @@ def feature_shape(module: nn.Module, in_chans: int, hw: tuple[int, int], what: s
 
     A dry run instead of arithmetic per layer, so a family's layout can change without a
     second place to keep in sync; a too-small image surfaces here, as a CharlabError. It runs
-    on the meta device (shapes only, no arithmetic: a real ResNet-50 forward took seconds on a
-    busy 2-core machine) and in eval mode, so BN neither needs a batch nor updates statistics.
+    in eval mode, so BN neither needs a batch nor updates statistics.
     """
-    meta = {k: torch.empty_like(v, device="meta")
-            for k, v in [*module.named_parameters(), *module.named_buffers()]}
+    # One real CPU image, not the meta device: meta kernels (BN's among them) import torch._dynamo
+    # and torch._decomp on first use, 4-7 s at load ~10, which every first model build paid (the
+    # app's first prediction included); one 1×C×H×W forward at these sizes costs milliseconds.
     was_training = module.training
     module.eval()
     try:
-        y = functional_call(module, meta, (torch.zeros(1, in_chans, *hw, device="meta"),))
+        y = module(torch.zeros(1, in_chans, *hw))
     except RuntimeError as e:
         raise CharlabError(f"image size {hw[0]}×{hw[1]} is too small for model {what}: "
                            f"{str(e).splitlines()[0]}") from None
