@@ -70,17 +70,18 @@ def _summary(rep) -> None:
     n = rep.counts()
     tested = int((rep.table["split"] == "test").sum())
     m = st.columns(6)
-    m[0].metric("Test images leaking", f"{n['leaks']}" + (f" / {tested}" if tested else ""),
+    m[0].metric("Leaks", f"{n['leaks']}" + (f" / {tested}" if tested else ""),
                 help="Test images with an exact or near copy in train or validation.")
-    m[1].metric("Exact duplicate groups", n["exact_duplicate_groups"])
-    m[2].metric("Near-duplicate groups", n["near_duplicate_groups"])
-    m[3].metric("Blank", n["blank"])
-    m[4].metric("Inverted", n["inverted"])
-    m[5].metric("Far from every class", n["far"])
+    m[1].metric("Exact copies", n["exact_duplicate_groups"], help="Groups of byte-identical files (content hash).")
+    m[2].metric("Near copies", n["near_duplicate_groups"],
+                help=f"Groups of images within {rep.meta['near_threshold']:g} RMS difference of each other "
+                     "(32×32 thumbnails): resized, shifted or re-encoded copies.")
+    m[3].metric("Blank", n["blank"], help="No ink, or a speck far below the set's usual ink coverage.")
+    m[4].metric("Inverted", n["inverted"], help="Light ink on dark paper where the rest is dark on light (or the reverse).")
+    m[5].metric("Far off", n["far"], help="Far from every class in the embedding: another alphabet, noise, a mis-scan.")
     meta = rep.meta
-    st.caption(" · ".join(rep.summary_lines()[1:]) + f" · embedding: {meta['embedding']}"
-               + (f" of {meta['model']}" if meta.get("model") else "")
-               + (" · cached" if rep.from_cache else f" · computed in {meta.get('seconds', 0):.1f} s"))
+    st.caption(f"Embedding: {meta['embedding']}" + (f" of {meta['model']}" if meta.get("model") else "")
+               + (" · from the cache" if rep.from_cache else f" · computed in {meta.get('seconds', 0):.1f} s"))
     for note in meta.get("notes", []):
         st.caption(":material/info: " + note)
 
@@ -95,12 +96,19 @@ def _leaks(rep) -> None:
     st.error(f"**{len(leaks)} test image{'s have' if len(leaks) > 1 else ' has'} a near-copy in train.** "
              "Scores on the test split overstate how the model does on new writing.", icon=":material/warning:")
     shown = leaks.head(24)
-    pairs = [np.concatenate([rep.image(t), np.full((rep.image(t).shape[0], 2), 90, np.uint8), rep.image(o)], 1)
-             for t, o in zip(shown["test_row"], shown["train_row"])]
+    pairs = [_strip([rep.image(t), rep.image(o)], 2) for t, o in zip(shown["test_row"], shown["train_row"])]
     caps = [f"test | train · {d:.3f}" for d in shown["distance"]]
     ui.images_row(pairs, caps, px=64)
     with st.expander(f"All {len(leaks)} leaking pairs"):
         st.dataframe(leaks[["test", "train", "distance"]], hide_index=True, height=min(35 * len(leaks) + 38, 320))
+
+
+def _strip(images: list, k: int) -> np.ndarray:
+    """Images side by side with grey gutters, padded to k slots so every strip has one width."""
+    h, w = images[0].shape
+    gap = np.full((h, 2), 90, np.uint8)
+    slots = list(images) + [np.full((h, w), 40, np.uint8)] * (k - len(images))
+    return np.concatenate([x for im in slots for x in (im, gap)][:-1], 1)
 
 
 def _map(rep, colour: str) -> None:
@@ -137,11 +145,11 @@ def _map(rep, colour: str) -> None:
 def _selected(rep, rows: list[int]) -> None:
     t = rep.table.iloc[rows]
     st.subheader(f"{len(rows)} selected image{'s' if len(rows) > 1 else ''}")
-    shown = rows[:MAX_SHOWN]
+    shown = rows[::max(1, -(-len(rows) // MAX_SHOWN))][:MAX_SHOWN]  # spread over the whole selection
     ui.images_row([rep.image(r) for r in shown],
                   [f"{rep.table.at[r, 'label']} · {rep.table.at[r, 'split']}" for r in shown], px=64)
-    if len(rows) > MAX_SHOWN:
-        st.caption(f"… and {len(rows) - MAX_SHOWN} more")
+    if len(rows) > len(shown):
+        st.caption(f"{len(shown)} of the {len(rows)} selected images, spread over the selection")
     trainable = t[t["split"] != "test"]
     if not len(trainable):
         st.caption("Only test images are selected; label decisions apply to the training data.")
@@ -178,13 +186,14 @@ def _findings(rep) -> None:
         st.subheader("Duplicates")
         if not rep.duplicates:
             st.caption(f"None: no two images within {rep.meta['near_threshold']:g} of each other.")
-        for g in rep.duplicates[:8]:
-            rows = g["rows"][:12]
-            ui.images_row([rep.image(r) for r in rows], [rep.table.at[r, "split"] for r in rows], px=48)
-            st.caption(f"{g['kind']} · {len(g['rows'])} images · " + ", ".join(g["paths"][:3])
-                       + (" …" if len(g["paths"]) > 3 else ""))
-        if len(rep.duplicates) > 8:
-            st.caption(f"… and {len(rep.duplicates) - 8} more groups (`python -m charlab data health --json` lists all)")
+        groups = rep.duplicates[:24]
+        if groups:  # one tile per group, its images side by side
+            k = max(min(len(g["rows"]), 4) for g in groups)
+            tiles = [_strip([rep.image(r) for r in g["rows"][:4]], k) for g in groups]
+            ui.images_row(tiles, [f"{g['kind']} · {'+'.join(g['splits'])}" for g in groups], px=48)
+            with st.expander(f"All {len(rep.duplicates)} groups"):
+                st.dataframe([{"kind": g["kind"], "splits": ", ".join(g["splits"]), "images": len(g["paths"]),
+                               "files": ", ".join(g["paths"])} for g in rep.duplicates], hide_index=True)
     with right:
         st.subheader("Outliers")
         if not len(rep.outliers):

@@ -60,7 +60,7 @@ from .registry import Registry
 
 Progress = Callable[[int, int, str], None]
 
-CACHE_VERSION = 1  # bump when a cached report changes meaning
+CACHE_VERSION = 2  # bump when a cached report changes meaning
 THUMB = 32  # side of the thumbnails compared for near-duplicates
 NEAR_THRESHOLD = 0.02  # RMS thumbnail difference (0..1) at or below which two images are near-copies
 BLANK_SHARE = 0.05  # raw ink coverage below this share of the set's median: near-empty

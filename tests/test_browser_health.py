@@ -77,7 +77,7 @@ def _lasso(pg, box) -> None:
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
 def test_map_lasso_shows_the_enclosed_images(app_url, browser, size):  # noqa: F811
     pg = _open(browser, app_url, size)
-    assert pg.get_by_text("Test images leaking").count() == 1
+    assert pg.get_by_text("Leaks", exact=True).count() == 1
     _lasso(pg, _map_box(pg))
     heading = pg.locator("h3", has_text="selected image")
     heading.first.wait_for(timeout=120_000)
