@@ -185,6 +185,8 @@ def bench_jpeg_folder(n: int, sample: int, workdir: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch  # noqa: F401 - charlab.data imports torch on first use; a first load should not time the import
+
     from ..data.sources import n_workers
 
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, {n_workers()} decode workers",
