@@ -13,10 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+# The canvas's side and pen widths: charlab's stroke renderings of real characters assume them.
+from charlab.data.strokes import CANVAS_PX, PEN_PX, PEN_RANGE  # noqa: F401
 from charlab.errors import CharlabError
 
-CANVAS_PX = 280  # the canvas's side: the stroke renderings of the test set assume it (and the pen below)
-PEN_PX = 20  # default pen width on that canvas
 BLOCK_PX = 300  # the canvas's block: the canvas and its toolbar, pen slider and Clear button beside
 INK_LEVEL = 40  # an RGB channel above this counts as ink (white pen on a black background)
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]

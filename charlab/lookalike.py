@@ -162,19 +162,45 @@ def for_checkpoint(state: dict, classes: Sequence[str]) -> Optional[Lookalikes]:
 
 def for_predictor(predictor, progress=None) -> Lookalikes:
     """The groups a model's answers are read with: stored in its checkpoint; else learned from
-    its confusion on its own validation split (loaded with its preprocessing and split seed);
-    else, when that data is not on this machine, the fallback list."""
-    from .errors import CharlabError
-    from .interpret import Interpretation, load_split
+    its confusion on its own validation split (loaded with its preprocessing and split seed), or
+    its training split when it has none, and remembered in charlab's cache by the checkpoint's
+    content hash; else, when that data is not on this machine, the fallback list."""
+    import json
+
+    from .data import cache_dir
 
     if predictor.lookalikes is not None:
         return predictor.lookalikes
-    try:
-        val, _ = load_split(predictor, None, "val", progress=progress)
-        interp = Interpretation.from_predictor(predictor, val, "val", progress=progress)
-    except (CharlabError, OSError):
-        return fallback(predictor.classes)
-    if interp.n == 0:
-        return fallback(predictor.classes)
-    return learn(interp.probs, interp.targets, interp.classes,
-                 source=f"learned from its validation confusion, {interp.n:,} images")
+    memo = cache_dir() / "lookalike" / f"{predictor.fingerprint()}.json" if predictor.paths else None
+    if memo is not None and memo.is_file():
+        try:
+            return Lookalikes.from_dict(json.loads(memo.read_text()))
+        except (OSError, ValueError, AttributeError):
+            pass  # a torn or foreign file: learn again
+    return _learn_own(predictor, progress, memo)
+
+
+def _learn_own(predictor, progress, memo) -> Lookalikes:
+    from .errors import CharlabError
+    from .interpret import Interpretation, load_split
+    from .io import atomic_write_json
+
+    # A model trained on all of its data (val_fraction 0) has no validation split: its training
+    # split's confusion is optimistic, but twins a cropped glyph cannot tell apart stay confused.
+    for split in ("val", "train"):
+        try:
+            data, _ = load_split(predictor, None, split, progress=progress)
+            interp = Interpretation.from_predictor(predictor, data, split, progress=progress)
+        except (CharlabError, OSError):
+            continue
+        if interp.n:
+            what = "validation split" if split == "val" else "training split (it has no validation split)"
+            la = learn(interp.probs, interp.targets, interp.classes,
+                       source=f"learned from its confusion on its {what}, {interp.n:,} images")
+            if memo is not None:
+                try:
+                    atomic_write_json(memo, la.to_dict())
+                except (OSError, CharlabError):
+                    pass  # a read-only cache only costs the next call the learning again
+            return la
+    return fallback(predictor.classes)

@@ -46,7 +46,7 @@ with left:
                            height=ui_draw.CANVAS_PX, width=ui_draw.CANVAS_PX, drawing_mode="freedraw",
                            return_image_data=True, key=f"draw_canvas_{st.session_state['draw_n']}")
         pen_col, clear_col = st.columns([1.6, 1], vertical_alignment="bottom")
-        pen_col.slider("Pen width", 6, 40, ui_draw.PEN_PX, key="draw_pen")
+        pen_col.slider("Pen width", *ui_draw.PEN_RANGE, ui_draw.PEN_PX, key="draw_pen")
         if clear_col.button("Clear", icon=":material/ink_eraser:", key="draw_clear", width="stretch"):
             st.session_state["draw_n"] += 1  # a fresh key remounts an empty canvas
             st.rerun()

@@ -32,15 +32,12 @@ where = c2.radio("Data", ["own", "sidebar"], horizontal=True, key="err_data",
 src = own if where == "own" else ui.source()
 cfg = pred.data_config_for(src)
 splits = ui.splits_or_stop(cfg)
-names = ["val", "test", "train"] if splits.test is not None else ["val", "train"]
+names = [n for n, ds in (("val", splits.val), ("test", splits.test), ("train", splits.train)) if ds is not None and len(ds)]
 split = c3.selectbox("Split", names, key="err_split", format_func={"val": "validation", "test": "test",
                                                                      "train": "train"}.get)
 restrict = st.toggle("Only the data's classes", key="err_restrict",
                      help="Restrict the model's predictions to the classes this data holds (e.g. a 62-class "
                           "model read as a digit model on MNIST): the other classes' probabilities are dropped.")
-if split == "val" and len(splits.val) == 0:
-    st.warning("This source has no validation images; pick another split.")
-    st.stop()
 try:
     interp = ui.interpretation(ref, ui._mtime(ref), ui.cfg_key(cfg), split)
     lookalikes = ui.lookalikes(ref, ui._mtime(ref))

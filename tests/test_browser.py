@@ -244,3 +244,37 @@ def test_draw_page_agrees_with_predict_on_test_split_strokes(app_url, page, char
     # the mouse samples a stroke at its own points (a close call can tip): at most 2 of 12 differ
     assert agree >= 10 / 12, list(zip(truth, online, offline))
     assert abs(acc_page - acc_offline) <= 2 / 12
+
+
+def test_draw_page_reads_an_uploaded_photo_and_refuses_a_bad_file(app_url, page, tmp_path):
+    """Upload mode: a large, dark-on-light, unevenly lit photo of a T is read as T; a file that is
+    not an image gets one clear line, no exception."""
+    from PIL import Image, ImageDraw
+
+    a = np.full((1800, 2400), 235, np.uint8)
+    im = Image.fromarray(a)
+    d = ImageDraw.Draw(im)
+    d.line([(800, 450), (1600, 450)], fill=40, width=60)
+    d.line([(1200, 450), (1200, 1400)], fill=40, width=60)
+    shade = np.linspace(0.45, 1.0, a.shape[1])[None, :]  # a shadow over the left of the sheet
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((np.asarray(im) * shade).astype(np.uint8)).convert("RGB").save(photo, quality=85)
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not an image")
+    page.goto(f"{app_url}/draw")
+    _settle(page)
+    page.get_by_text("Upload a photo").first.click()
+    _settle(page)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(photo))
+    page.get_by_text("Looks like").first.wait_for(timeout=120_000)
+    _settle(page)
+    _no_exception(page, "draw (upload)")
+    assert _browser.verdict_top1(page) == "T"
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(bad))
+    page.get_by_text("is not an image").first.wait_for(timeout=60_000)
+    _settle(page)
+    _no_exception(page, "draw (bad upload)")
+    assert page.locator("[data-testid=stAlertContentError]").count() == 1
+    page.get_by_role("button", name="Draw", exact=True).click()  # back to drawing, for whatever runs next
+    _settle(page)
+    assert page.locator(_browser.CANVAS).count() == 1
