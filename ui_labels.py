@@ -96,10 +96,10 @@ def grid(ds, rows: pd.DataFrame, ov: LabelOverrides, path: Path, source: str) ->
                 if done:
                     st.caption(f"{STATE[done['action']]}" + (f" as **{done['label']}**" if done["action"] == "relabel"
                                                               else ""))
-                b1, b2, b3 = st.columns(3, gap="small")
                 k = r.hash or r.source_path
-                b1.button(f"{r.likely}", key=f"lab_ok_{k}", help=f"Accept: relabel as {r.likely}", width="stretch",
+                st.button(f"Accept {r.likely}", key=f"lab_ok_{k}", help=f"Relabel as {r.likely}", width="stretch",
                           on_click=decide, args=(path, source, one, f"relabel {r.source_path} as {r.likely}"))
+                b2, b3 = st.columns(2, gap="small")  # two per row: three did not fit a 1280-px screen's card
                 b2.button("Drop", key=f"lab_ex_{k}", help="Exclude the image from training and evaluation",
                           width="stretch", on_click=decide, args=(path, source, one, f"exclude {r.source_path}", "exclude"))
                 b3.button("Keep", key=f"lab_kp_{k}", help=f"The label {r.given} is right", width="stretch",

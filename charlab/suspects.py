@@ -177,6 +177,10 @@ def _train_and_predict(config, train, val, predict_on, progress) -> np.ndarray:
     from .interpret import Interpretation
     from .training import fit
 
+    if len(train) % config.batch_size == 1:  # a last batch of ONE image breaks BatchNorm in training mode
+        config = copy.deepcopy(config)
+        while len(train) % config.batch_size == 1:
+            config.batch_size += 1
     splits = Splits(train=train, val=val, test=None, notes=[])
     result = fit(config, None, splits=splits, progress=progress)
     interp = Interpretation.from_model(result.model, list(train.classes), predict_on)

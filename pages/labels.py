@@ -89,7 +89,7 @@ show = f1.segmented_control("Show", ["undecided", "all"], default="undecided", k
 rows = open_ if show == "undecided" else sus
 pages = max(1, -(-len(rows) // ul.PER_PAGE))
 page = f2.number_input(f"Page (of {pages})", 1, pages, 1, key="lab_page") if pages > 1 else 1
-st.caption(f"{len(rows)} {'undecided ' if show == 'undecided' else ''}suspects, most suspect first. The first button "
-           f"accepts the likely label; Drop excludes the image; Keep says the label is right; or type another label."
+st.caption(f"{len(rows)} {'undecided ' if show == 'undecided' else ''}suspects, most suspect first. Accept takes the "
+           f"likely label; Drop excludes the image; Keep says the label is right; or type another label."
            if len(rows) else "Every suspect has a decision: train on the fixed labels from the Train page.")
 ul.grid(ds, rows.iloc[(page - 1) * ul.PER_PAGE: page * ul.PER_PAGE], ov, path, src)

@@ -288,3 +288,14 @@ def test_labels_page_fixes_a_swap_and_undoes(swapped_zip, tmp_path, monkeypatch)
     next(b for b in at.button if b.label.startswith("Undo: apply the swap")).click().run()
     assert json.loads(files[0].read_text())["entries"] == []
     assert any(b.label.startswith("Apply the swap") for b in at.button)
+    # one card: accept its likely label; another: type a label (a class of the source, or refused)
+    card = next(b for b in at.button if b.key and b.key.startswith("lab_ok_"))
+    card.click().run()
+    (e,) = json.loads(files[0].read_text())["entries"]
+    assert e["action"] == "relabel" and e["label"] == card.label.split()[-1]
+    box = next(t for t in at.text_input if t.key and t.key.startswith("lab_ty_"))  # the next undecided card
+    key = box.key
+    box.set_value("Z").run()  # not a class of A-E: refused, nothing written
+    assert len(json.loads(files[0].read_text())["entries"]) == 1
+    next(t for t in at.text_input if t.key == key).set_value("C").run()
+    assert sorted(x["label"] for x in json.loads(files[0].read_text())["entries"]) == sorted([e["label"], "C"])
