@@ -29,7 +29,10 @@ ALIEN = "ЖΨשλЩξ"  # Cyrillic, Greek and Hebrew letters (DejaVu Sans has th
 def _predictor():
     from charlab.predict import load_predictor
 
-    return load_predictor(ROOT / "checkpoints" / "default.pt")
+    # The synthetic-only model: the planted-problem thresholds were set with its embedding (it was
+    # default.pt then). The Chars74K-trained default.pt flags more real test images as far
+    # (precision 0.58 at the same threshold), which the health check's calibration has to address.
+    return load_predictor(ROOT / "checkpoints" / "synthetic.pt")
 
 
 def _png(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
