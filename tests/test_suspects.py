@@ -271,7 +271,9 @@ def test_complementary_digits_with_the_reference(digits, reference):
     assert "almost no image sits in its own class" in rep.diagnosis.text
     assert (rep.diagnosis.likely == y).mean() >= 0.95  # 98.75% seen
     likely = rep.suspects.set_index("index")["likely"]
-    assert len(likely) == 400 and (likely.sort_index().to_numpy() == np.array(digits.classes)[y]).mean() >= 0.95
+    # every image is a suspect with its recovered label, but the few the reference itself reads as their
+    # given label (score <= 0: 2 here)
+    assert len(likely) >= 390 and (likely.to_numpy() == np.array(digits.classes)[y[likely.index]]).mean() >= 0.95
 
 
 @pytest.mark.slow  # four 3-fold lenet fits on 400 images (~5 s each on idle cores)
