@@ -315,11 +315,14 @@ def _finish(r: _Run, reason: str, history: list[dict], rec, run_dir: Optional[Pa
             f"on {m['n']} images")
         if rec:
             rec.append({"split": "test", "epoch": stopper.best_epoch, **test_metrics})
-    if rec and stopper.best_epoch and reason != "stop_request":
+    finished = stopper.best_epoch and reason != "stop_request"
+    # on every rank: evaluate all-reduces, so a rank that skipped it would leave the others waiting
+    lookalike = _lookalikes(model, r) if finished and r.val is not None else None
+    if rec and finished:
         # so the checkpoint alone reports its test accuracy and the look-alike groups of its answers
         extra = {"test_metrics": test_metrics} if test_metrics else {}
-        if r.val is not None:
-            extra["lookalike"] = _lookalikes(model, r)
+        if lookalike is not None:
+            extra["lookalike"] = lookalike
         if extra:
             ckpt.save_best(model, stopper.best_epoch, _row_of(history, stopper.best_epoch), **extra)
     final = "stopped" if reason == "stop_request" else "done"
