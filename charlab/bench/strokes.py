@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated, of: {', '.join(CANDIDATES.names())} (default: default,strokes)")
     p.add_argument("--checkpoints", default="", help="comma-separated checkpoints to measure as they are (no training)")
     p.add_argument("--recipe", default="default", help="the base recipe of every candidate (default: default)")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (and the synthetic pretraining's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--members", type=int, default=1, help="train K seeds per candidate and measure their ensemble too")
     p.add_argument("--val-fraction", type=float, default=0.0,
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
         path = root / "synthetic-charnet.pt"
         if not path.exists():
             t0 = time.process_time()
-            cfg = get_recipe(args.recipe, source="synthetic", seed=args.seed, epochs=PRETRAIN_EPOCHS)
+            cfg = get_recipe(args.recipe, source="synthetic", seed=args.seed, epochs=args.epochs or PRETRAIN_EPOCHS)
             res = fit(cfg, root / new_run_id("pretrain"), progress=bar)
             shutil.copy(RunDir(res.run_dir).best, path)
             pretrain_cpu["s"] = time.process_time() - t0
