@@ -55,7 +55,7 @@ with ctl:
     # The Train page offers this exact config as "custom".
     st.session_state["aug_custom"] = to_dict(cfg) if cfg.preset == "custom" else None
 
-    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    c1, c2 = st.container(), st.container()  # stacked: side by side, "Re-roll" is cut at 1280 px
     st.session_state.setdefault("aug_seed", 0)
     if c2.button("Re-roll", icon=":material/casino:", key="aug_reroll", width="stretch"):
         st.session_state["aug_seed"] = int(st.session_state["aug_seed"]) + 1
@@ -113,7 +113,8 @@ with b2:
         go.Bar(x=names, y=after[order], name=f"per epoch with '{strategy}'", marker_color="#4C78A8"),
     ])
     fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10), bargap=0.15,
-                      xaxis=dict(type="category", dtick=1, tickfont_size=10 if len(names) > 40 else 12),
+                      # every label when they fit; past 40 classes Plotly thins them instead of overlapping them
+                      xaxis=dict(type="category", dtick=1 if len(names) <= 40 else None, tickangle=0),
                       yaxis=dict(title="images seen per epoch"),
                       legend=dict(orientation="h", y=1.12))
     st.plotly_chart(fig, key="aug_balance_chart")

@@ -71,7 +71,7 @@ fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(ty
 st.plotly_chart(fig, key="ds_counts")
 
 # ---- samples of one class | splits and skipped files
-left, right = st.columns([3, 2], gap="large")
+left, right = st.columns([1.4, 1], gap="large")  # the split metrics need ~120 px each at 1280 px
 with left:
     st.subheader("Samples")
     train = splits.train
@@ -90,7 +90,7 @@ with left:
         st.info(f"No training images of class {names[cls]!r}.")
 with right:
     st.subheader("Splits")
-    s = st.columns(3)
+    s = st.columns([1.3, 1, 1])  # the train count has the most digits
     s[0].metric("Train", f"{len(splits.train):,}")
     s[1].metric("Validation", f"{len(splits.val):,}")
     s[2].metric("Test", f"{len(splits.test):,}" if splits.test is not None else "—")
