@@ -56,6 +56,7 @@ def open_app(lab, page: str | None = None, **state) -> AppTest:
     # the sidebar's synthetic widgets set to the small source
     at.session_state["sb_synthetic_classes"] = "digits"
     at.session_state["sb_synthetic_n"] = 30
+    at.session_state["dh_on"] = False  # the Dataset page's data-health checks: their own test below
     for k, v in state.items():
         at.session_state[k] = v
     at.run()
@@ -156,6 +157,17 @@ def test_dataset_page(lab):
     at.selectbox(key="ds_class").set_value(3).run()
     ok(at)
     assert "class '3'" in at.image[0].captions[0]
+
+
+def test_dataset_page_health_section(lab):
+    """The data-health section on the small synthetic source (pixels, PCA: no model, no numba)."""
+    at = open_app(lab, "dataset", dh_on=True, dh_map="pca", dh_emb="pixels")
+    ok(at)
+    values = {m.label: m.value for m in at.metric}
+    assert {"Leaks", "Exact copies", "Near copies", "Blank", "Inverted", "Far off"} <= set(values)
+    leaks, tested = values["Leaks"].split(" / ")  # "N / test images checked"
+    assert leaks.isdigit() and int(tested) > 0
+    assert any(s.value.startswith("Map (PCA") for s in at.subheader)
 
 
 def test_dataset_and_augment_pages_on_chars74k(lab, chars74k_train_zip):
