@@ -316,8 +316,9 @@ def _finish(r: _Run, reason: str, history: list[dict], rec, run_dir: Optional[Pa
         if rec:
             rec.append({"split": "test", "epoch": stopper.best_epoch, **test_metrics})
     finished = stopper.best_epoch and reason != "stop_request"
-    # on every rank: evaluate all-reduces, so a rank that skipped it would leave the others waiting
-    lookalike = _lookalikes(model, r) if finished and r.val is not None else None
+    # for best.pt, so wherever a run directory is written (every rank has run_dir, only rank 0 a rec),
+    # and on every rank: evaluate all-reduces, so a rank that skipped it would leave the others waiting
+    lookalike = _lookalikes(model, r) if finished and r.val is not None and run_dir is not None else None
     if rec and finished:
         # so the checkpoint alone reports its test accuracy and the look-alike groups of its answers
         extra = {"test_metrics": test_metrics} if test_metrics else {}
