@@ -12,14 +12,17 @@ ui.require_app_frame()
 st.title("charlab")
 st.markdown("An interactive lab for **handwritten character recognition**: look at a dataset's class "
             "balance, preview augmentations, train models in the background and watch them learn, "
-            "inspect their errors, and draw a character to see what the model thinks.")
+            "inspect their errors, fix wrong labels, and draw a character to see what the model thinks.")
 
 CARDS = [
-    ("dataset", "Dataset", "Class counts and imbalance, sample images per class, split sizes, skipped files."),
+    ("dataset", "Dataset", "Class counts and imbalance, sample images per class, split sizes, skipped files; data "
+                           "health: test images copied in train, duplicates, odd images, a map of the data."),
     ("augment", "Augmentation", "See exactly what the model will see: presets or per-op sliders, and class balancing."),
     ("train", "Train", "Pick a model and settings; the run trains in the background and survives reloads."),
     ("runs", "Runs", "Live curves of every run, stop / resume / delete, and a config diff."),
-    ("errors", "Errors", "Click the confusion matrix to see the mistakes; worst losses, saliency, label suspects."),
+    ("errors", "Errors", "Click the confusion matrix to see the mistakes; per-class scores, worst losses, saliency."),
+    ("labels", "Labels", "Find swapped or wrong labels with a model that never saw them, and fix them without "
+                         "touching the files."),
     ("draw", "Draw", "Draw a character with the mouse and get the model's top-5 and where it looked."),
 ]
 cols = st.columns(3)
