@@ -62,12 +62,14 @@ def default_path_for(source: str) -> Path:
 
 def resolve(value: Optional[str], source: str) -> Optional[str]:
     """A `--labels` value -> the override file to use: "auto" is the source's own file
-    (`default_path_for`) when it exists, else None; "none" or "" is None; a path stays a path."""
+    (`default_path_for`) when it exists, else None; "none" or "" is None; a path must exist."""
     if value is None or value.strip().lower() in ("", "none"):
         return None
     if value.strip().lower() == "auto":
         p = default_path_for(source)
         return str(p) if p.is_file() else None
+    if not Path(value).expanduser().is_file():  # before any data loads: a typo must not cost a long load
+        raise CharlabError(f"label override file {value} does not exist")
     return value
 
 

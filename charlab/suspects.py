@@ -306,7 +306,7 @@ def _swap_text(cyc: list[int], m: np.ndarray, classes: Sequence[str]) -> str:
     looks = [f"{m[a, nxt[a]]} of {n[a]} images in {classes[a]} look like {classes[nxt[a]]}" for a in cyc]
     if len(cyc) == 2:
         a, b = cyc
-        return f"folders {classes[a]} and {classes[b]} are swapped: {looks[0]} and {looks[1][:-len(classes[a])]}{classes[a]}"
+        return f"folders {classes[a]} and {classes[b]} are swapped: {looks[0]} and {looks[1]}"
     names = ", ".join(classes[a] for a in cyc[:-1]) + f" and {classes[cyc[-1]]}"
     return f"folders {names} are rotated: " + "; ".join(looks)
 
