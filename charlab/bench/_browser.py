@@ -114,6 +114,7 @@ def errors_cell_clicks(page, url: str, clicks: int = 10) -> dict:
     page.goto(f"{url}/errors")
     settle(page)
     page.locator("h3", has_text="→ predicted").first.wait_for(timeout=300_000)
+    page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60_000)  # Plotly draws after the run
     times = []
     for k in range(clicks):
         before = page.locator("h3", has_text="→ predicted").first.inner_text()
