@@ -328,6 +328,16 @@ def test_errors_page(lab):
     assert (t, p) == at.session_state["err_cell"] and heading == [f"True '{t}' → predicted '{p}'"]
 
 
+def test_labels_page_on_the_small_source(lab, tmp_path, monkeypatch):
+    """The Labels page with an untrained model as reference on the small synthetic source: it says a diagnosis."""
+    monkeypatch.setenv("CHARLAB_USER_DATA", str(tmp_path / "ud"))
+    at = open_app(lab, "labels", sb_model=str(lab.ckpt))
+    ok(at)
+    assert "Labels" in titles(at)
+    assert len(at.success) + len(at.warning) >= 1  # the diagnosis sentence
+    assert any(b.key == "lab_undo" for b in at.button)
+
+
 def test_errors_page_reads_a_62_class_model_on_digits_both_ways(lab, tmp_path):
     """The shipped 62-class synthetic model on the sidebar's digit source: case-insensitive accuracy
     beside top-1 with the groups used, and the switch that restricts it to the data's classes."""
@@ -410,7 +420,7 @@ def test_every_page_works_on_a_digitsum_source(lab, tmp_path):
     save_checkpoint(ckpt, net, TrainConfig(data=DataConfig(source=source), model=ModelConfig(name="simple_cnn")),
                     [str(s) for s in range(37)], (28, 112))
     state = dict(sb_kind="digitsum", sb_digitsum_from=digits, sb_model=str(ckpt), checkpoints_dir=str(ckpt.parent))
-    for page in ("dataset", "augment", "train", "errors", "draw"):
+    for page in ("dataset", "augment", "train", "errors", "labels", "draw"):
         at = open_app(lab, page, **state)
         ok(at)
         assert at.session_state["source"] == source
