@@ -41,6 +41,9 @@ box = st.success if d.kind == "clean" or fixed else st.warning
 box(f"**{d.kind.capitalize()}** — {d.text}." + (" Fixed in the override file." if fixed else ""))
 for n in notes:
     st.caption(n)
+st.caption(f"Without a reference model, out-of-fold models trained on the labels themselves judge them (slower; a "
+           f"swap stays invisible to them): `python -m charlab suspects --source {src} --json --limit 0 > report.json`, "
+           f"then `python -m charlab labels apply --suspects report.json --out {path}`.")
 if said := st.session_state.pop("lab_said", None):
     st.toast(said)
 
