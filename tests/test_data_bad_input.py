@@ -106,13 +106,14 @@ def test_open_image_has_the_pixel_check(tmp_path):
 def test_predict_refuses_a_bomb_in_one_line(tmp_path, capsys):
     from app_fixtures import make_checkpoint
 
-    ckpt = make_checkpoint(tmp_path / "ck" / "m.pt")
-    (tmp_path / "bomb.png").write_bytes(bomb_png(7000, 7000))
-    before = snapshot(tmp_path)
-    rc = main(["predict", "--run", str(ckpt), str(tmp_path / "bomb.png"), "--json"])
+    user = tmp_path / "user"  # the user's files; charlab's own cache (tmp_path/cache) may fill
+    ckpt = make_checkpoint(user / "ck" / "m.pt")
+    (user / "bomb.png").write_bytes(bomb_png(7000, 7000))
+    before = snapshot(user)
+    rc = main(["predict", "--run", str(ckpt), str(user / "bomb.png"), "--json"])
     out = capsys.readouterr()
     assert rc != 0 and "decompression bomb" in out.out + out.err and "Traceback" not in out.err
-    assert snapshot(tmp_path) == before
+    assert snapshot(user) == before
 
 
 def _exif_rotated(img: Image.Image, fmt: str) -> bytes:
