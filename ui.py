@@ -303,8 +303,14 @@ def show_grid(images: np.ndarray, ncols: int, *, px: int = 84, caption: Optional
 
     g = tile(images, ncols, gap_after=gap_after)
     g = crisp(g, max(1, min(scale_for(images.shape[-2], px), max_width // g.shape[1])))
-    # "content": its own size, but never wider than its column ("stretch" would blow up a small grid)
-    st.image(g, caption=caption, width="content")
+    # "content": its own size, but never wider than its column ("stretch" would blow up a small grid).
+    # A grid narrower than its caption would be stretched to the caption's width (one 28-px image
+    # blown up to 300 px), so a small grid gets its own pixels and the caption goes below it.
+    if g.shape[1] < 400 and caption:
+        st.image(g, width=int(g.shape[1]))
+        st.caption(caption)
+    else:
+        st.image(g, caption=caption, width="content")
 
 
 def images_row(images: list[np.ndarray], captions: list[str], px: int = 96) -> None:
