@@ -90,7 +90,7 @@ def test_fix_a_swap_in_the_app(lab):
         box.press("Enter")
         _settle(pg)
 
-        pg.get_by_role("link", name="Labels").click()  # click 1: the page audits on arrival
+        pg.locator("[data-testid=stSidebarNavLink]", has_text="Labels").click()  # click 1: the page audits on arrival
         pg.get_by_text("folders A and B are swapped").wait_for(timeout=180_000)
         _settle(pg)
         _no_exception(pg, "labels")
@@ -115,7 +115,7 @@ def test_fix_a_swap_in_the_app(lab):
         assert pg.get_by_role("button", name="Swap A ↔ B applied").count() == 1
         _shoot(pg, "labels-fixed")
 
-        pg.get_by_role("link", name="Dataset").click()  # the sidebar's source now loads with the file applied
+        pg.locator("[data-testid=stSidebarNavLink]", has_text="Dataset").click()  # the sidebar's source now loads with the file applied
         pg.get_by_text(f"{len(fixed)} relabelled").first.wait_for(timeout=120_000)
         _settle(pg)
         _no_exception(pg, "dataset")
