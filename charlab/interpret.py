@@ -227,6 +227,10 @@ class Interpretation:
     def topk_accuracy(self, k: int = 5) -> float:
         return metrics.topk_accuracy(self.probs, self.targets, k)
 
+    def present(self) -> np.ndarray:
+        """Indices of the classes the data holds (at least one image)."""
+        return np.flatnonzero(np.bincount(self.targets, minlength=self.num_classes) > 0)
+
     def macro_f1(self) -> float:
         """Mean F1 over the classes PRESENT in the data. A class the model predicts but the data
         lacks adds no 0 to the mean; those predictions still lower their true class's recall."""
@@ -275,10 +279,6 @@ class Interpretation:
         """C×C, rows = true class, columns = predicted. normalize="true": each row sums to 1 (0 for empty rows)."""
         cm = metrics.confusion_matrix(self.targets, self.preds, self.num_classes)
         if not normalize:
-    def present(self) -> np.ndarray:
-        """Indices of the classes the data holds (at least one image)."""
-        return np.flatnonzero(np.bincount(self.targets, minlength=self.num_classes) > 0)
-
             return cm
         if normalize != "true":
             raise ValueError(f"normalize must be False or 'true', got {normalize!r}")
@@ -420,6 +420,8 @@ class Interpretation:
             "top5": self.topk_accuracy(5),
             "macro_f1": self.macro_f1(),
             "errors": int((self.targets != self.preds).sum()),
+            "classes_present": int(len(self.present())),
+            "absent_predictions": self.absent_predictions(),
             "mean_loss": float(self.losses.mean()) if self.n else float("nan"),
             "notes": list(self.notes),
             "cached": self.from_cache,
@@ -427,8 +429,6 @@ class Interpretation:
 
     def report(self, top_pairs: int = 20) -> dict:
         """summary() + per_class + most_confused as JSON-able lists (what `charlab eval --json` prints)."""
-            "classes_present": int(len(self.present())),
-            "absent_predictions": self.absent_predictions(),
         per_class = self.per_class().reset_index(drop=True)
         pairs = self.most_confused().head(top_pairs)[["true", "predicted", "count"]]
         return {**self.summary(),

@@ -95,6 +95,8 @@ def file_fingerprint(path: str | os.PathLike) -> str:
                 remaining -= len(chunk)
         _HASH_MEMO[key] = h.hexdigest()
     return _HASH_MEMO[key]
+
+
 @dataclass(frozen=True)
 class Explanation:
     """One image through the model (Predictor.explain)."""
@@ -104,8 +106,6 @@ class Explanation:
     top: list[tuple[str, float]]  # the top-k (label, probability), most likely first
     cam: np.ndarray  # H×W in [0,1]: Grad-CAM of the top class
     class_idx: int  # index of the top class
-
-
 
 
 @dataclass
@@ -119,10 +119,10 @@ class Predictor:
     config: TrainConfig  # the (first) member's full training config
     paths: list[Path] = field(default_factory=list)  # checkpoint file per member
     device: torch.device = torch.device("cpu")
-    # Look-alike groups the (first) checkpoint stores (charlab.lookalike); None for older ones.
-    lookalikes: Optional[object] = None
     # Per member: index that reorders its class axis to `classes`, or None when already aligned.
     perms: list[Optional[torch.Tensor]] = field(default_factory=list)
+    # Look-alike groups the (first) checkpoint stores (charlab.lookalike); None for older ones.
+    lookalikes: Optional[object] = None
 
     @property
     def model(self) -> nn.Module:
@@ -215,6 +215,8 @@ class Predictor:
         """Raw PIL images (any size, mode or polarity) -> per image the top-k (label, prob)."""
         if not len(pil_images):
             return []
+        return self.topk(self.probs(self.prepare_batch(pil_images)), top_k)
+
     # --- one image, everything the Draw page shows --------------------------------------
     def explain(self, image, top_k: int = 5) -> "Explanation":
         """A raw image -> what the model saw, its probabilities, top-k and Grad-CAM of the top
@@ -237,8 +239,6 @@ class Predictor:
         m = np.mean(maps, axis=0)
         return Explanation(image=seen, probs=probs, top=self.topk(probs[None], top_k)[0],
                            cam=m / m.max() if m.max() > 0 else m, class_idx=c)
-
-        return self.topk(self.probs(self.prepare_batch(pil_images)), top_k)
 
     # --- saliency, averaged over members ---------------------------------------------
     def saliency(self, image, kind: str = "grad_cam", class_idx: int | None = None) -> np.ndarray:
@@ -263,9 +263,9 @@ def _short_name(p: Path) -> str:
     return f"{run.name}/{p.name}" if run is not None else p.name
 
 
-    from . import lookalike
 def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:
     """A run directory, checkpoint file, "a+b" ensemble string or list of those -> Predictor."""
+    from . import lookalike
     from .checkpoint import load_checkpoint
 
     if str(device) == "auto":
@@ -284,8 +284,7 @@ def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:
             extra = sorted(set(ck.classes) ^ set(classes))
             raise CheckpointError(f"ensemble members must share their classes: {p} differs from {paths[0]} "
                                   f"in {', '.join(extra[:10])}{' …' if len(extra) > 10 else ''}")
-        pos = {c: i for i, c in enumerate(ck.classes)}
-        perms.append(torch.tensor([pos[c] for c in classes], device=device))
+        perms.append(torch.from_numpy(class_lookup(classes, ck.classes)).to(device))
         # Same classes in another order: reorder that member's outputs rather than refuse.
     for p, ck in zip(paths[1:], ckpts[1:]):
         a, b = first.config.data.preprocessing(), ck.config.data.preprocessing()  # members must agree
@@ -295,7 +294,7 @@ def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:
                                   f"{paths[0]} in {diff or {'input_shape': (first.input_shape, ck.input_shape)}}")
     return Predictor(models=[ck.model for ck in ckpts], classes=classes, data_config=first.config.data,
                      input_shape=tuple(first.input_shape), config=first.config, paths=paths,
-                     device=device, perms=perms)
+                     device=device, perms=perms, lookalikes=lookalike.for_checkpoint(first.state, classes))
 
 
 def predictor_from_model(model: nn.Module, classes: list[str], data_config: DataConfig | None = None,
