@@ -110,8 +110,9 @@ with diff:
         st.caption("A second run is needed to compare configs.")
     else:
         d1, d2 = st.columns(2)
-        a = d1.selectbox("Run A", ids, index=0, key="runs_diff_a")
-        b = d2.selectbox("Run B", ids, index=1, key="runs_diff_b")
+        # the short ids the curves' legend uses: full ids are cut off in half a column at 1280 px
+        a = d1.selectbox("Run A", ids, index=0, key="runs_diff_a", format_func=ui.short_run_id)
+        b = d2.selectbox("Run B", ids, index=1, key="runs_diff_b", format_func=ui.short_run_id)
         try:
             ca, cb = (ui.flatten(to_dict(read_config(by_id[x].run_dir))) for x in (a, b))
         except CharlabError as e:
