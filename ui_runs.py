@@ -11,10 +11,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 import ui
-from charlab.runs import METRICS, STALLED, RunInfo, read_metrics_checked
-
-STATE_ICON = {"running": "●", "queued": "…", "done": "✓", "stopped": "■", "failed": "✗", "interrupted": "!",
-              STALLED: "◐"}
+from charlab.runs import METRICS, STALLED, STATE_ICON, RunInfo, read_metrics_checked
 
 
 def state_label(r: RunInfo) -> str:

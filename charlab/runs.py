@@ -51,6 +51,9 @@ STALLED = "stalled"
 TRAINING = ("running", STALLED)  # a live process owns the run
 ACTIVE = ("queued",) + TRAINING  # ... or the queue will start one
 RESUMABLE = ("stopped", "interrupted", "failed")
+# one text symbol per state, for listings that draw the state (the Runs page, menus)
+STATE_ICON = {"running": "●", "queued": "…", "done": "✓", "stopped": "■", "failed": "✗", "interrupted": "!",
+              STALLED: "◐"}
 FINISHED = ("done", "stopped")  # ended on purpose: best.pt is a result to use
 HEARTBEAT_S = 5.0  # the trainer rewrites status.json this often
 STALE_S = 120.0  # a heartbeat older than this: the process is dead, frozen or on a host that lost the folder

@@ -509,9 +509,7 @@ def test_the_runs_page_shows_stalled_foreign_damaged_and_asks_runinfo_for_its_bu
     assert "Corrupt lines in metrics.jsonl" in warnings and "(line 2)" in warnings
     assert any("gpu-box-7" in c.value for c in at.caption)
     assert any("status.json is unreadable" in e.value for e in at.error)
-    import ui_runs
-
-    assert set(ui_runs.STATE_ICON) == set(runs.STATES) | {runs.STALLED}  # every state drawn, none invented
+    assert set(runs.STATE_ICON) == set(runs.STATES) | {runs.STALLED}  # every state drawn, none invented
     states = {row["run"]: row["state"] for row in at.dataframe[0].value.to_dict("records")}
     assert states[stalled.name].endswith("stalled") and states[far.name].endswith("running @ gpu-box-7")
     assert states[broken.name].endswith("failed")

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=0, device="cpu")
     cfg.data.source, cfg.model.name = args.source, args.model
     root = Path(tempfile.mkdtemp(prefix="charlab-bench-ddp-"))
-    cfg_path = root / "config.json"
+    cfg_path = root / "train_config.json"  # a --config input, not a run file
     cfg_path.write_text(json.dumps(to_dict(cfg)))
     one = [sys.executable]
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
