@@ -204,3 +204,26 @@ def _learn_own(predictor, progress, memo) -> Lookalikes:
                     pass  # a read-only cache only costs the next call the learning again
             return la
     return fallback(predictor.classes)
+
+
+def store(path, progress=None) -> Lookalikes:
+    """Learn a checkpoint's groups as `for_predictor` would on first use (its validation split, or
+    its training split when it has none) and write them into the checkpoint file (atomically), so
+    a shipped model carries them and the Draw page's first stroke need not learn them."""
+    import io
+
+    import torch
+
+    from .checkpoint import read_checkpoint_dict
+    from .io import atomic_write_bytes
+    from .predict import load_predictor
+
+    predictor = load_predictor(str(path))
+    predictor.lookalikes = None
+    la = _learn_own(predictor, progress, None)
+    state = read_checkpoint_dict(path)
+    state["lookalike"] = la.to_dict()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return la

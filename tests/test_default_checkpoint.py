@@ -64,3 +64,19 @@ def test_synthetic_to_real_on_the_chars74k_test_zip_given_directly(chars74k_test
     report = _eval(capsys, SYNTHETIC, chars74k_test_zip)
     assert report["n"] == 930
     assert report["accuracy"] >= SYNTHETIC_TEST_TOP1 - 0.03
+
+
+def test_the_default_carries_its_look_alike_groups_and_store_writes_them(tmp_path):
+    from app_fixtures import make_checkpoint
+    from charlab.lookalike import store
+    from charlab.predict import load_predictor
+
+    # shipped: the Draw page's first stroke reads them from the file instead of learning them
+    groups = {"".join(sorted(g)) for g in load_predictor(DEFAULT).lookalikes.groups}
+    assert {"Cc", "Ss", "Xx", "Zz"} <= groups
+    # store() learns them from the model's own data, as a first use would, and writes them in
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    assert load_predictor(str(ckpt)).lookalikes is None
+    la = store(ckpt)
+    again = load_predictor(str(ckpt)).lookalikes
+    assert again is not None and again.groups == la.groups and "learned" in again.source
