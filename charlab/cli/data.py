@@ -208,10 +208,10 @@ def cmd_health(args: argparse.Namespace) -> int:
         if args.run or Path(ref).exists():
             predictor = load_predictor(ref)
     cfg = _config(args)
-    if predictor is not None:  # the model's own preprocessing, at the model's image size
-        from dataclasses import replace
+    if predictor is not None:  # the model's own preprocessing, at the model's image size; not its
+        from dataclasses import replace  # training extras (stroke redrawings, val fraction), which would add images
 
-        cfg = replace(predictor.data_config_for(cfg.source), test_source=cfg.test_source, seed=cfg.seed)
+        cfg = replace(cfg, **predictor.data_config.preprocessing())
     with TqdmProgress() as progress:
         splits = load_splits(cfg, progress=progress)
         report = check({"train": splits.train, "val": splits.val, "test": splits.test}, predictor,
