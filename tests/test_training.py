@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from charlab.checkpoint import load_checkpoint, read_checkpoint_dict, save_checkpoint
-from charlab.config import AugmentConfig, TrainConfig
+from charlab.config import AugmentConfig, ModelConfig, TrainConfig
+from charlab.data import Splits
 from charlab.data.dataset import CharDataset
 from charlab.errors import CharlabError, CheckpointError
 from charlab.training import Batches, EarlyStopping, evaluate, fit, train_one_epoch
@@ -239,6 +240,19 @@ def test_train_one_epoch_honours_stop_check_and_batches_shard(splits):
     out = train_one_epoch(model, full, opt, None, nn.CrossEntropyLoss(), augment_cfg=None, generator=None,
                           device="cpu", stop_check=lambda: True)
     assert out["stopped"] and out["steps"] == 1 and out["n"] == 32
+
+
+def test_a_last_batch_of_one_image_is_dropped_so_batchnorm_trains(splits):
+    # BatchNorm1d (LeNet's head) refuses a training batch of one sample; 32k+1 images made fit crash
+    ds = splits.train
+    order = torch.arange(33)
+    assert len(Batches(ds.images, ds.labels, order, 32)) == 1  # 32 + 1: the lone image waits for the next epoch
+    assert len(Batches(ds.images, ds.labels, torch.arange(34), 32)) == 2  # 32 + 2 trains both
+    assert len(Batches(ds.images, ds.labels, torch.arange(35), 32, world_size=2)) == 1  # 3 rows: one rank gets 1
+    odd = Splits(train=ds.subset(torch.arange(33)), val=splits.val, test=None)
+    cfg = tiny_config(epochs=1)
+    cfg.batch_size, cfg.model = 32, ModelConfig(name="lenet")
+    assert fit(cfg, splits=odd).history[0]["train_loss"] > 0
 
 
 @pytest.mark.parametrize("optimizer,schedule,balance,preset", [

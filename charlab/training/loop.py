@@ -38,8 +38,9 @@ class Batches:
                  start: int = 0, limit: Optional[int] = None, rank: int = 0, world_size: int = 1):
         self.images, self.labels, self.order = images, labels, order
         self.batch_size, self.start, self.rank, self.world = batch_size, start, rank, world_size
-        n = len(order) // batch_size if len(order) % batch_size < world_size else math.ceil(len(order) / batch_size)
-        # a last batch smaller than the world would leave a rank without rows: drop it
+        # A last batch of fewer than 2 rows per rank is dropped: with none a rank has nothing to
+        # train on, and with one a BatchNorm over a batch of one sample refuses to train.
+        n = len(order) // batch_size if len(order) % batch_size < 2 * world_size else math.ceil(len(order) / batch_size)
         self.total = min(n, limit) if limit else n
 
     def __len__(self) -> int:
