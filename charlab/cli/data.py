@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import DataConfig
 from .labels import add_option as add_labels_option
+from ._progress import TqdmProgress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,36 +78,6 @@ def _config(args: argparse.Namespace) -> DataConfig:
     return cfg
 
 
-class TqdmProgress:
-    """A `progress(done, total, message)` callback drawing one tqdm bar per message on stderr."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.message = None
-
-    def __call__(self, done: int, total: int, message: str) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None or message != self.message:
-            self.close()
-            self.bar = tqdm(total=total, desc=message, unit="img", file=sys.stderr, leave=False)
-            self.message = message
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __enter__(self) -> "TqdmProgress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def info_dict(cfg: DataConfig, threshold: int | None = None, splits: bool = True, progress=None) -> dict:
     """Everything `data info` prints, as one JSON-able dict."""
     from ..data import class_stats, load_source, load_splits
@@ -137,7 +108,7 @@ def info_dict(cfg: DataConfig, threshold: int | None = None, splits: bool = True
 
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    with TqdmProgress() as progress:
+    with TqdmProgress(stream=sys.stderr, unit="img", per_message=True) as progress:
         out = info_dict(cfg, threshold=args.threshold, splits=not args.no_splits, progress=progress)
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -182,7 +153,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from ..io import atomic_write
 
     cfg = _config(args)
-    with TqdmProgress() as progress:
+    with TqdmProgress(stream=sys.stderr, unit="img", per_message=True) as progress:
         ds = load_source(cfg.source, cfg, split=args.split, progress=progress)
     if ds is None:
         raise CharlabError(f"{cfg.source} has no test split")
@@ -212,7 +183,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         from dataclasses import replace  # training extras (stroke redrawings, val fraction), which would add images
 
         cfg = replace(cfg, **predictor.data_config.preprocessing())
-    with TqdmProgress() as progress:
+    with TqdmProgress(stream=sys.stderr, unit="img", per_message=True) as progress:
         splits = load_splits(cfg, progress=progress)
         report = check({"train": splits.train, "val": splits.val, "test": splits.test}, predictor,
                        embedding=args.embedding, method=args.method, near_threshold=args.near_threshold if args.near_threshold is not None else NEAR_THRESHOLD,
