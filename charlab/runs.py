@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # config is imported where a config is read or written, so li
 
 # what status.json may say; `stalled` is never written, only derived by readers
 STATES = ("queued", "running", "done", "failed", "stopped", "interrupted")
+QUEUED, RUNNING, DONE, FAILED, STOPPED, INTERRUPTED = STATES  # by name, for the writers of status.json
 STALLED = "stalled"
 TRAINING = ("running", STALLED)  # a live process owns the run
 ACTIVE = ("queued",) + TRAINING  # ... or the queue will start one

@@ -177,11 +177,11 @@ class _DeadTrialCallback:
         self.retry(study, trial)
         run_dir = trial.user_attrs.get("run_dir")
         worker = trial.user_attrs.get("worker") or {}
-        from .runs import ACTIVE, RunDir, read_status, update_status
+        from .runs import ACTIVE, FAILED, RunDir, read_status, update_status
 
         if run_dir and RunDir(run_dir).status.is_file():
             if read_status(run_dir).get("state") in ACTIVE:  # as written: the dead worker never ended it
-                update_status(run_dir, state="failed", ended=time.time(),
+                update_status(run_dir, state=FAILED, ended=time.time(),
                               error_tail=f"the sweep worker (pid {worker.get('pid')} on {worker.get('host')}) died "
                                          f"during trial {trial.number}; the trial was failed and re-queued")
 
@@ -324,7 +324,7 @@ def _work(study, base: TrainConfig, trials: int, *, root, tune_model: bool, spli
     import optuna
 
     from .data import load_splits
-    from .runs import create_run, update_status
+    from .runs import RUNNING, create_run, update_status
     from .training import fit
 
     name = study.study_name
@@ -340,7 +340,7 @@ def _work(study, base: TrainConfig, trials: int, *, root, tune_model: bool, spli
         cfg = suggest_config(trial, base, tune_model=tune_model)
         cfg.sweep = name
         # status.json says sweep and trial from the start, so the Runs page groups the trial while it trains
-        run_dir = create_run(cfg, root, state="running", sweep=name)
+        run_dir = create_run(cfg, root, state=RUNNING, sweep=name)
         update_status(run_dir, trial=trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
         cb = PruningCallback(trial, cfg.monitor)

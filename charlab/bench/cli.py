@@ -42,11 +42,11 @@ def _imports_torch(cmd: list[str]) -> bool:
 
 def _fill(root: Path, n: int) -> str:
     from ..config import TrainConfig
-    from ..runs import create_run, update_status
+    from ..runs import DONE, create_run, update_status
 
     last = None
     for k in range(n):
-        last = create_run(TrainConfig(epochs=10), root, state="done")
+        last = create_run(TrainConfig(epochs=10), root, state=DONE)
         update_status(last, epoch=10, best_metrics={"val_acc": 0.5 + k / 100, "val_macro_f1": 0.4}, elapsed_s=60.0)
     return last.name
 

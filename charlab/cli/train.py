@@ -156,9 +156,9 @@ def _train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if env.is_main and run_dir is None:
-        run_dir = runs.create_run(cfg, root, state="running")
+        run_dir = runs.create_run(cfg, root, state=runs.RUNNING)
     elif env.is_main and not args.resume and not runs.RunDir(run_dir).config.exists():
-        run_dir = runs.create_run(cfg, run_dir=run_dir, state="running")
+        run_dir = runs.create_run(cfg, run_dir=run_dir, state=runs.RUNNING)
     # with --json, stdout carries only the JSON result; the per-epoch lines go to stderr
     bar = _TqdmProgress(enabled=env.is_main and sys.stderr.isatty() and not args.json,
                         stream=sys.stderr if args.json else sys.stdout)

@@ -27,7 +27,7 @@ from ..checkpoint import load_checkpoint, read_checkpoint_dict
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
 from ..errors import CheckpointError, DataError
 from ..optim import make_optimizer, make_scheduler
-from ..runs import RunDir
+from ..runs import DONE, STOPPED, RunDir
 from . import distributed
 from .callbacks import Checkpointing, EarlyStopping, ModelEMA, StopRequest, TimeBudget
 from .loop import EpochBatches, evaluate, on_device, train_one_epoch
@@ -326,7 +326,7 @@ def _finish(r: _Run, reason: str, history: list[dict], rec, run_dir: Optional[Pa
             extra["lookalike"] = lookalike
         if extra:
             ckpt.save_best(model, stopper.best_epoch, _row_of(history, stopper.best_epoch), **extra)
-    final = "stopped" if reason == "stop_request" else "done"
+    final = STOPPED if reason == "stop_request" else DONE
     if rec:
         stop_request.clear()
         rec.finish(final, stop_reason=reason, test_metrics=test_metrics)
