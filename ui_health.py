@@ -99,7 +99,7 @@ def _leaks(rep) -> None:
     pairs = [_strip([rep.image(t), rep.image(o)], 2) for t, o in zip(shown["test_row"], shown["train_row"])]
     caps = [f"test | train · {d:.3f}" for d in shown["distance"]]
     ui.images_row(pairs, caps, px=64)
-    with st.expander(f"All {len(leaks)} leaking pairs"):
+    with st.expander("The leaking pair" if len(leaks) == 1 else f"All {len(leaks)} leaking pairs"):
         st.dataframe(leaks[["test", "train", "distance"]], hide_index=True, height=min(35 * len(leaks) + 38, 320))
 
 
@@ -191,7 +191,7 @@ def _findings(rep) -> None:
             k = max(min(len(g["rows"]), 4) for g in groups)
             tiles = [_strip([rep.image(r) for r in g["rows"][:4]], k) for g in groups]
             ui.images_row(tiles, [f"{g['kind']} · {'+'.join(g['splits'])}" for g in groups], px=48)
-            with st.expander(f"All {len(rep.duplicates)} groups"):
+            with st.expander("The group's files" if len(rep.duplicates) == 1 else f"All {len(rep.duplicates)} groups"):
                 st.dataframe([{"kind": g["kind"], "splits": ", ".join(g["splits"]), "images": len(g["paths"]),
                                "files": ", ".join(g["paths"])} for g in rep.duplicates], hide_index=True)
     with right:
