@@ -288,8 +288,11 @@ def test_two_workers_on_postgresql_share_one_study(postgres, tmp_path):
     assert len({json.dumps(t["params"], sort_keys=True) for t in res.trials}) == 4  # the workers sampled apart
     _assert_trials_are_runs(res, root)
 
-    # A worker killed mid-trial: a long trial, SIGKILL once it trains.
-    victim = subprocess.Popen(_sweep_cmd("--trials", "1", "--epochs", "50", "--seed", "3", *common), cwd=ROOT,
+    # A worker killed mid-trial: a trial on more images (3,000) and more epochs than the wait below
+    # can see end (50 epochs of the tiny set ended early on a quiet machine: early stopping at
+    # chance accuracy), SIGKILL once it trains.
+    victim = subprocess.Popen(_sweep_cmd("--trials", "1", "--epochs", "500", "--seed", "3", *common,
+                                         source="synthetic:classes=digits,n=300,test_n=2"), cwd=ROOT,
                               env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         number, run_dir = wait_for(lambda: _running_trial("pg", postgres), 90, "the victim's running trial")
