@@ -117,6 +117,60 @@ def test_stop_mid_epoch_then_resume_continues_identically(tmp_path, reference, s
     assert curves(rows) == curves(ref)
 
 
+def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream():
+    """With two threads the trainer augments batch k+1 beside the step of batch k: the batches
+    are those the in-line path draws, and an epoch stopped early leaves the generator where the
+    in-line path would (so a mid-epoch checkpoint resumes exactly) and the thread count as it was."""
+    from charlab.augment import get_preset
+    from charlab.data.dataset import to_float
+    from charlab.training.loop import augmented_batches, train_augment
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg, data = get_preset("strong"), bars(200, 4)
+        batches = [(data.images[i:i + 32], data.labels[i:i + 32]) for i in range(0, 200, 32)]
+        inline_g, ahead_g = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        inline = [train_augment(to_float(x), cfg, inline_g) for x, _ in batches[:3]]
+        feed = augmented_batches(batches, torch.device("cpu"), cfg, ahead_g)
+        ahead = []
+        for x, y in feed:
+            assert torch.get_num_threads() == 1  # the step gives its second thread to the augmentation
+            ahead.append(x)
+            if len(ahead) == 3:
+                break
+        feed.close()
+        assert all(torch.equal(a, b) for a, b in zip(inline, ahead))
+        assert not torch.equal(inline[0], to_float(batches[0][0]))  # it did augment
+        assert torch.equal(ahead_g.get_state(), inline_g.get_state())  # batch 4, augmented ahead, un-drawn
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_stop_mid_epoch_then_resume_with_augmentation_on_two_threads(tmp_path, splits, monkeypatch):
+    """The exact resume above, on the path that augments ahead on a second thread."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # fit keeps the process's thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = lambda: tiny_config(augment=AugmentConfig(rotate=(-10.0, 10.0), rotate_p=1.0, shift=0.1, shift_p=1.0))
+        whole = fit(config(), tmp_path / "whole", splits=splits)
+        d = tmp_path / "run"
+
+        def stop_at_step_7(done, total, msg):
+            if done == 7:
+                (d / "STOP").write_text("test")
+
+        assert fit(config(), d, splits=splits, progress=stop_at_step_7).state == "stopped"
+        assert fit(config(), d, splits=splits, resume=True).state == "done"
+        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        ref = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+        assert whole.state == "done" and curves(rows) == curves(ref)
+    finally:
+        torch.set_num_threads(threads)
+
+
 # The keys the earlier release wrote into last.pt (before every rank's random streams were kept)
 EARLIER_LAST_PT = {"format_version", "model", "config", "classes", "input_shape", "epoch", "metrics", "optimizer",
                    "scheduler", "early_stopping", "rng", "ema", "elapsed_s", "partial"}

@@ -4,11 +4,11 @@ Two figures, measured in the same run:
 - throughput: augmented images/s of `augment_batch` on whole batches in the training process,
   against an equivalent torchvision.transforms.v2 pipeline applied per sample in a DataLoader
   with worker processes (the usual way, and the usual bottleneck on a 2-core machine);
-- training overhead: one training step (forward, backward, optimizer), augmenting as the
-  trainer does (`training.loop.train_augment`: one thread for the augmentation), of the default recipe's
-  model (`charnet`) at its batch size (64) with the batch augmented right before the forward
-  pass, against the same step without augmentation, at 2 threads and at 1 (fit() drops to one
-  thread when other processes keep the cores busy).
+- training overhead: training steps (forward, backward, optimizer) through the trainer's own
+  `train_one_epoch`, augmenting as it does (with two or more threads, the next batch on a second
+  thread beside the step; with one, in line), of the default recipe's model (`charnet`) at its
+  batch size (64), against the same steps without augmentation, at 2 threads and at 1 (fit()
+  drops to one thread when other processes keep the cores busy).
 
 Timings are steady state (workers started and warm, a few warm-up steps first); the training
 steps with and without augmentation are interleaved so background load hits both alike.
@@ -27,6 +27,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+
+ROUND_STEPS = 10  # training steps per timed round (one short epoch through train_one_epoch)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -124,44 +127,49 @@ def _charlab_img_s(images: torch.Tensor, cfg, batch: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def _train_steps(model_name: str, images: torch.Tensor, cfg, steps: int) -> dict:
+def _train_steps(model_name: str, images: torch.Tensor, cfg, steps: int, batch: int) -> dict:
+    """Per-step wall and CPU time of the trainer's own epoch loop (`training.loop.train_one_epoch`,
+    augmenting as it does) without and with augmentation: rounds of ROUND_STEPS steps each way,
+    interleaved, medians over the rounds; and augment_batch alone, on one thread."""
+    from ..augment import augment_batch
     from ..data.dataset import to_float
     from ..models import create_model
-    from ..training.loop import train_augment as augment_batch  # as the trainer runs it (one thread on a CPU)
+    from ..training.loop import Batches, train_one_epoch
 
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=62, image_size=images.shape[-1]).to(memory_format=torch.channels_last)
-    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     labels = torch.randint(0, 62, (len(images),), generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
+    order = torch.arange(len(images))
+    per_round = min(ROUND_STEPS, max(1, len(images) // batch))
 
-    def step(augment: bool) -> tuple[float, float]:
+    def epoch(augment: bool) -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
-        x = to_float(images)  # B×1×S×S
-        if augment:
-            x = augment_batch(x, cfg, g)
-        loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - t, time.process_time() - c
+        train_one_epoch(model, Batches(images, labels, order, batch, limit=per_round), opt, None, F.cross_entropy,
+                        augment_cfg=cfg if augment else None, generator=g, device="cpu", channels_last=True)
+        return (time.perf_counter() - t) / per_round, (time.process_time() - c) / per_round
 
     def aug_only() -> tuple[float, float]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         t, c = time.perf_counter(), time.process_time()
-        augment_batch(to_float(images), cfg, g)
-        return time.perf_counter() - t, time.process_time() - c
+        augment_batch(to_float(images[:batch]), cfg, g)
+        out = time.perf_counter() - t, time.process_time() - c
+        torch.set_num_threads(threads)
+        return out
 
-    for _ in range(3):
-        step(False), step(True)
+    epoch(False), epoch(True)  # warm-up
     plain, aug, alone = [], [], []
-    for _ in range(steps):  # interleaved, so load from other processes hits both alike
-        plain.append(step(False))
-        aug.append(step(True))
+    for _ in range(max(1, steps // per_round)):  # interleaved, so load from other processes hits both alike
+        plain.append(epoch(False))
+        aug.append(epoch(True))
         alone.append(aug_only())
     out = {}
-    # wall: what a user waits on an idle machine; CPU: this process's work, which other processes'
-    # load hardly moves (with GOMP_SPINCOUNT=0 a waiting OpenMP thread burns no CPU)
+    # wall: what a user waits on an idle machine; CPU: this process's work over all its threads,
+    # which other processes' load hardly moves (with GOMP_SPINCOUNT=0 a waiting OpenMP thread burns
+    # no CPU). With two threads the trainer augments the next batch beside the step, so the
+    # augmentation shows in CPU time but hardly on the wall clock.
     for i, clock in ((0, ""), (1, "_cpu")):
         p, a, o = (statistics.median(v[i] for v in vs) for vs in (plain, aug, alone))
         out.update({f"train_step{clock}_ms": 1000 * p, f"train_step_aug{clock}_ms": 1000 * a,
@@ -185,7 +193,7 @@ def run(args: argparse.Namespace) -> dict:
     train = {}
     for t in [int(v) for v in str(args.step_threads).split(",") if v.strip()]:
         torch.set_num_threads(t)
-        step = _train_steps(args.model, images[: args.batch], cfg, args.steps)
+        step = _train_steps(args.model, images, cfg, args.steps, args.batch)
         train.update({(k if t == args.threads else f"{k}_{t}thread"): v for k, v in step.items()})
     torch.set_num_threads(args.threads)
     return {

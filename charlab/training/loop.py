@@ -90,7 +90,7 @@ class EpochBatches:
 
 
 def train_augment(x: torch.Tensor, augment_cfg, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """augment_batch as the trainer runs it (identity configs skipped, one thread on a CPU)."""
+    """augment_batch as the trainer runs it on one batch (identity configs skipped, one thread on a CPU)."""
     if augment_cfg is None or augment_cfg.is_identity():
         return x
     from ..augment import augment_batch  # imported only when used: the trainer runs without it
@@ -100,12 +100,69 @@ def train_augment(x: torch.Tensor, augment_cfg, generator: Optional[torch.Genera
         return augment_batch(x, augment_cfg, generator)
     # One thread for the augmentation, then back: its ~100 small ops on 64 28×28 images cost more
     # in two-thread OpenMP start-up than they gain (charlab's `strong` on a 64-batch, 2-core CPU:
-    # 25.7k img/s on 2 threads against 31.8k on 1 when idle; 22 against 12 ms at load 17). Here,
-    # not inside augment_batch: the trainer is one Python thread, the app's sessions are not.
+    # 25.7k img/s on 2 threads against 31.8k on 1 when idle; 22 against 12 ms at load 17).
     torch.set_num_threads(1)
     try:
         return augment_batch(x, augment_cfg, generator)
     finally:
+        torch.set_num_threads(threads)
+
+
+def _augment_on_one_thread(x: torch.Tensor, augment_cfg, generator: Optional[torch.Generator]) -> torch.Tensor:
+    torch.set_num_threads(1)  # per OS thread once set: the training thread keeps its own count
+    from ..augment import augment_batch
+
+    return augment_batch(to_float(x), augment_cfg, generator)  # uint8 -> float32 N×1×H×W, augmented
+
+
+def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, augment_cfg,
+                      generator: Optional[torch.Generator]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches as the model trains on them: float N×1×H×W on `device`, augmented, and labels.
+
+    On a CPU with two or more threads, batch k+1 is augmented on a second thread while batch k
+    trains on the others (the step gives up one thread). On 2 cores a charnet step at batch 64
+    takes as long on one thread as on two, so the augmentation's ~3 ms per batch (about 11% of
+    the step when done in line) is hidden. Torch ops release the GIL, so a Python thread is
+    enough. The generator is used by that thread alone and in batch order, so the augmented
+    stream is the one the in-line path draws; when the epoch stops early, the generator is set
+    back to before the batch augmented ahead, so a mid-epoch checkpoint resumes exactly.
+    """
+    identity = augment_cfg is None or augment_cfg.is_identity()
+    threads = torch.get_num_threads()
+    if identity or device.type != "cpu" or threads < 2:
+        for x, y in batches:
+            x = to_float(x.to(device, non_blocking=True))  # uint8 -> float32 N×1×H×W in [0, 1]
+            yield train_augment(x, augment_cfg, generator), y.to(device, non_blocking=True)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(batches)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="charlab-augment")
+    torch.set_num_threads(threads - 1)
+    pending, before = None, None  # the batch being augmented ahead, and the generator state before it
+
+    def submit():
+        nonlocal pending, before
+        nxt = next(it, None)
+        if nxt is None:
+            pending = None
+            return
+        before = generator.get_state() if generator is not None else None
+        pending = (pool.submit(_augment_on_one_thread, nxt[0], augment_cfg, generator), nxt[1])
+
+    try:
+        submit()
+        while pending is not None:
+            future, y = pending
+            x = future.result()
+            submit()
+            yield x, y
+    finally:
+        if pending is not None:  # stopped with one batch augmented ahead: un-draw it
+            pending[0].result()
+            if before is not None:
+                generator.set_state(before)
+        pool.shutdown(wait=True)
         torch.set_num_threads(threads)
 
 
@@ -133,10 +190,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     log = MetricLogger(window=20)
     loss_sum, correct, n, steps, stopped = 0.0, 0, 0, 0, False
     t0 = time.perf_counter()
-    for x, y in batches:
-        x = to_float(x.to(device, non_blocking=True))  # uint8 -> float32 N×1×H×W in [0, 1]
-        y = y.to(device, non_blocking=True)
-        x = train_augment(x, augment_cfg, generator)
+    feed = augmented_batches(batches, device, augment_cfg, generator)
+    for x, y in feed:  # closed below, or at garbage collection after an exception
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -165,6 +220,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         if stop_check is not None and stop_check():
             stopped = True
             break
+    feed.close()  # now, not at garbage collection: a batch augmented ahead is un-drawn before any checkpoint
     seconds = time.perf_counter() - t0
     return {"loss_sum": loss_sum, "correct": correct, "n": n, "steps": steps, "seconds": seconds,
             "loss": loss_sum / n if n else float("nan"), "acc": correct / n if n else float("nan"),
