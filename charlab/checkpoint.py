@@ -8,6 +8,9 @@ A checkpoint is a plain dict saved with torch.save and read with `weights_only=T
   epoch         epochs completed
   metrics       the metrics row of that epoch
   optimizer, scheduler, rng, early_stopping   (optional) what `resume` needs
+  members       (optional) further ensemble members, each a dict with the keys above but no resume
+                state (`save_ensemble`): the file is then an ensemble whose first member is the
+                top-level model, so a reader that knows nothing of members still gets a working model
   charlab_version
 Writes are atomic (temp file, fsync, os.replace), so a run killed mid-save leaves the
 previous checkpoint intact.
@@ -28,6 +31,8 @@ from .errors import CheckpointError, UnknownNameError
 from .io import atomic_write_bytes
 
 FORMAT_VERSION = 1
+MEMBERS = "members"  # the key of an ensemble file's further members
+_MEMBER_KEYS = ("format_version", "model", "config", "classes", "input_shape", "epoch", "metrics")  # no resume state
 
 
 @dataclass
@@ -123,7 +128,48 @@ def _mismatch(expected: dict, got: dict) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """One model. For an ensemble file (`save_ensemble`) that is its first member; `load_members` gives all."""
+    return _from_state(read_checkpoint_dict(path, map_location), path, map_location)
+
+
+def load_members(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> list[Checkpoint]:
+    """Every model a file holds: [the model] for a plain checkpoint, K for an ensemble file."""
     state = read_checkpoint_dict(path, map_location)
+    extra = state.get(MEMBERS) or []
+    if not isinstance(extra, list) or not all(isinstance(m, dict) and "model" in m and "config" in m
+                                              and "classes" in m for m in extra):
+        raise CheckpointError(f"{path}: its ensemble members are not charlab checkpoints (corrupt file?)")
+    return [_from_state(state, path, map_location)] + [_from_state(m, path, map_location, f"{path} (member {k + 2})")
+                                                        for k, m in enumerate(extra)]
+
+
+def ensemble_size(state: dict) -> int:
+    """How many models a raw checkpoint dict holds (1 unless it is an ensemble file)."""
+    return 1 + len(state.get(MEMBERS) or [])
+
+
+def save_ensemble(path: str | os.PathLike, members: list[str | os.PathLike], **extra: Any) -> None:
+    """Write K checkpoint files (each one model) as ONE file that loads as their ensemble
+    (charlab.predict averages the members' softmax). Resume state is dropped: an ensemble is
+    a finished model. A member that is itself an ensemble file adds all its models. The members
+    must share classes and preprocessing: they are loaded together first, which checks that, so
+    a bad set fails before anything is written."""
+    from .predict import load_predictor
+
+    if len(members) < 2:
+        raise CheckpointError(f"an ensemble needs at least 2 checkpoints, got {len(members)}")
+    load_predictor([os.fspath(m) for m in members])  # raises CheckpointError naming the member that differs
+    states = []
+    for m in members:
+        s = read_checkpoint_dict(m)
+        states += [{k: one[k] for k in _MEMBER_KEYS if k in one} for one in [s] + list(s.get(MEMBERS) or [])]
+    state = {**states[0], MEMBERS: states[1:], **extra}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _from_state(state: dict, path, map_location, label=None) -> Checkpoint:
     config = from_dict(TrainConfig, state["config"])
     classes = list(state["classes"])
     input_shape = tuple(state.get("input_shape") or (config.data.image_size, config.data.image_size))
@@ -131,7 +177,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:
-        raise CheckpointError(f"{path} does not fit model {config.model.name!r} with {len(classes)} classes "
+        raise CheckpointError(f"{label or path} does not fit model {config.model.name!r} with {len(classes)} classes "
                               f"(a checkpoint of another architecture?): "
                               f"{_mismatch(model.state_dict(), state['model'])}") from None
     model.to(map_location).eval()

@@ -7,6 +7,7 @@ so an image is always prepared exactly as the training images were.
     p = load_predictor("runs/2024…-kaggle_cnn-ab12")        # a run directory -> its best.pt
     p = load_predictor("checkpoints/default.pt")
     p = load_predictor("runs/a+runs/b")                     # ensemble of two runs
+    p = load_predictor("ens.pt")                            # a file holding an ensemble (checkpoint.save_ensemble)
     p.predict_images([Image.open("x.png")], top_k=5)        # [[("A", 0.91), ("4", 0.03), …]]
 
 The app caches one Predictor per checkpoint with `st.cache_resource` and shares it across
@@ -117,7 +118,7 @@ class Predictor:
     data_config: DataConfig  # the checkpoint's preprocessing (source and split fields are irrelevant here)
     input_shape: tuple[int, int]  # H, W the model was trained on
     config: TrainConfig  # the (first) member's full training config
-    paths: list[Path] = field(default_factory=list)  # checkpoint file per member
+    paths: list[Path] = field(default_factory=list)  # the checkpoint files (one may hold several members)
     device: torch.device = torch.device("cpu")
     # Per member: index that reorders its class axis to `classes`, or None when already aligned.
     perms: list[Optional[torch.Tensor]] = field(default_factory=list)
@@ -266,32 +267,36 @@ def _short_name(p: Path) -> str:
 def load_predictor(ref: Ref, device: str | torch.device = "cpu") -> Predictor:
     """A run directory, checkpoint file, "a+b" ensemble string or list of those -> Predictor."""
     from . import lookalike
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_members
 
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     paths = resolve_refs(ref)
-    ckpts = [load_checkpoint(p, map_location=device) for p in paths]
+    ckpts, names = [], []  # one per model: a file that holds an ensemble (save_ensemble) adds all its members
+    for p in paths:
+        members = load_members(p, map_location=device)
+        ckpts += members
+        names += [str(p)] if len(members) == 1 else [f"{p} (member {k + 1})" for k in range(len(members))]
     first = ckpts[0]
     classes = list(first.classes)
     perms: list[Optional[torch.Tensor]] = []
-    for p, ck in zip(paths, ckpts):
+    for p, ck in zip(names, ckpts):
         if list(ck.classes) == classes:
             perms.append(None)
             continue
         if sorted(ck.classes) != sorted(classes):
             extra = sorted(set(ck.classes) ^ set(classes))
-            raise CheckpointError(f"ensemble members must share their classes: {p} differs from {paths[0]} "
+            raise CheckpointError(f"ensemble members must share their classes: {p} differs from {names[0]} "
                                   f"in {', '.join(extra[:10])}{' …' if len(extra) > 10 else ''}")
         perms.append(torch.from_numpy(class_lookup(classes, ck.classes)).to(device))
         # Same classes in another order: reorder that member's outputs rather than refuse.
-    for p, ck in zip(paths[1:], ckpts[1:]):
+    for p, ck in zip(names[1:], ckpts[1:]):
         a, b = first.config.data.preprocessing(), ck.config.data.preprocessing()  # members must agree
         if a != b or tuple(ck.input_shape) != tuple(first.input_shape):
             diff = {f: (a[f], b[f]) for f in a if a[f] != b[f]}
             raise CheckpointError(f"ensemble members must preprocess images alike: {p} differs from "
-                                  f"{paths[0]} in {diff or {'input_shape': (first.input_shape, ck.input_shape)}}")
+                                  f"{names[0]} in {diff or {'input_shape': (first.input_shape, ck.input_shape)}}")
     return Predictor(models=[ck.model for ck in ckpts], classes=classes, data_config=first.config.data,
                      input_shape=tuple(first.input_shape), config=first.config, paths=paths,
                      device=device, perms=perms, lookalikes=lookalike.for_checkpoint(first.state, classes))

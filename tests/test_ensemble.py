@@ -106,3 +106,54 @@ def test_ensemble_members_must_see_the_same_input(two_runs, tmp_path):
     save_checkpoint(tmp_path / "other.pt", ck.model, cfg, ck.classes, (32, 32))
     with pytest.raises(CheckpointError, match="preprocess"):
         load_predictor(f"{a}+{tmp_path / 'other.pt'}")
+
+
+def test_one_file_holding_an_ensemble_loads_as_that_ensemble(two_runs, tmp_path, capsys):
+    from charlab.__main__ import main
+    from charlab.checkpoint import load_checkpoint
+
+    (a, b), test_dir = two_runs
+    out = tmp_path / "ens.pt"
+    assert main(["ensemble", "--out", str(out), str(a), str(b)]) == 0
+    assert "ensemble of 2" in capsys.readouterr().out
+    ens, pair = load_predictor(out), load_predictor(f"{a}+{b}")
+    assert len(ens.models) == 2 and ens.paths == [out] and ens.classes == CLASSES
+    images = [Image.open(p) for p in sorted(test_dir.glob("*/*.png"))]
+    x = ens.prepare_batch(images)
+    assert np.allclose(ens.probs(x), pair.probs(x), atol=1e-6)  # the lenet member really counts
+    assert not np.allclose(ens.probs(x), load_predictor(a).probs(x), atol=1e-3)
+    # a reader that knows one model per file gets the first member, intact
+    first = load_checkpoint(out)
+    assert first.config.model.name == "charnet" and np.allclose(
+        load_predictor(a).probs(x), _softmax(first.model, x), atol=1e-6)
+    # an ensemble file plus one more model: three members
+    out3 = tmp_path / "ens3.pt"
+    assert main(["ensemble", "--out", str(out3), str(out), str(a)]) == 0
+    assert len(load_predictor(out3).models) == 3
+    # the eval CLI reads the file's members too
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    truth = np.array([CLASSES.index(p.parent.name) for p in sorted(test_dir.glob("*/*.png"))])
+    assert report["accuracy"] == pytest.approx(float((pair.probs(x).argmax(1) == truth).mean()), abs=1e-6)
+
+
+def _softmax(model, x):
+    import torch
+
+    with torch.no_grad():
+        return torch.softmax(model(x), 1).numpy()
+
+
+def test_an_ensemble_of_mismatched_members_is_refused_before_anything_is_written(two_runs, tmp_path, capsys):
+    from charlab.__main__ import main
+    from charlab.checkpoint import load_checkpoint, save_checkpoint
+
+    (a, _), _ = two_runs
+    ck = load_checkpoint(a / "best.pt")
+    save_checkpoint(tmp_path / "three.pt", ck.model, ck.config, ["a", "b", "x", "d"], ck.input_shape)
+    out = tmp_path / "ens.pt"
+    assert main(["ensemble", "--out", str(out), str(a), str(tmp_path / "three.pt")]) != 0
+    assert "share their classes" in capsys.readouterr().err and not out.exists()
+    assert main(["ensemble", "--out", str(out), str(a)]) != 0  # one model is no ensemble
+    assert "at least 2" in capsys.readouterr().err and not out.exists()
