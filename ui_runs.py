@@ -41,7 +41,7 @@ def runs_table(runs: list[RunInfo]) -> None:
     sweeps = any(r.sweep for r in runs)
     st.dataframe(
         [{"run": r.id, "state": state_label(r), "epoch": epoch_text(r), "best val acc": r.best_val_acc,
-          "best macro-F1": r.best_val_macro_f1, "duration": ui.fmt_duration(r.duration_s), "model": r.model,
+          "best macro-F1": r.best_val_macro_f1, "duration": ui.fmt_duration(r.duration_s),
           "source": r.source, **({"sweep": f"{r.sweep} #{r.status.get('trial', '')}" if r.sweep else ""}
                                  if sweeps else {})}
          for r in runs],
@@ -49,6 +49,9 @@ def runs_table(runs: list[RunInfo]) -> None:
         column_config={
             "best val acc": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
             "best macro-F1": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+            # the model is in the run id; a long source path is cut here (hover shows it) rather
+            # than pushing the table into a sideways scroll at 1280 px
+            "source": st.column_config.TextColumn(width="medium"),
         },
     )
 

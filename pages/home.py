@@ -15,8 +15,8 @@ st.markdown("An interactive lab for **handwritten character recognition**: look 
             "inspect their errors, fix wrong labels, and draw a character to see what the model thinks.")
 
 CARDS = [
-    ("dataset", "Dataset", "Class counts and imbalance, sample images per class, split sizes, skipped files; data "
-                           "health: test images copied in train, duplicates, odd images, a map of the data."),
+    ("dataset", "Dataset", "Class counts, samples per class, splits; data health: test images copied in train, "
+                           "duplicates, odd images, a map of the data."),
     ("augment", "Augmentation", "See exactly what the model will see: presets or per-op sliders, and class balancing."),
     ("train", "Train", "Pick a model and settings; the run trains in the background and survives reloads."),
     ("runs", "Runs", "Live curves of every run, stop / resume / delete, and a config diff."),
@@ -25,11 +25,11 @@ CARDS = [
                          "touching the files."),
     ("draw", "Draw", "Draw a character with the mouse and get the model's top-5 and where it looked."),
 ]
-cols = st.columns(3)
-for i, (name, label, text) in enumerate(CARDS):
-    with cols[i % 3].container(border=True):
-        st.page_link(f"pages/{name}.py", label=f"**{label}**", icon=ui.ICONS[name])
-        st.caption(text)
+for row in (CARDS[:4], CARDS[4:]):  # seven cards: a row of four and one of three, none left alone
+    for col, (name, label, text) in zip(st.columns(len(row), border=True), row):  # a row's borders share a height
+        with col:
+            st.page_link(f"pages/{name}.py", label=f"**{label}**", icon=ui.ICONS[name])
+            st.caption(text)
 
 st.subheader("Current setup")
 model = st.session_state.get("model_ref")

@@ -16,7 +16,8 @@ src = ui.source()
 if not src:
     st.info("Choose a data source in the sidebar first.")
     st.stop()
-st.caption(f"Trains on the sidebar's source, `{src}`. Early stopping and the best checkpoint follow the "
+image_size = int(st.session_state.get("image_size", 28))
+st.caption(f"Trains on the sidebar's source, `{src}`, at its image size ({image_size}×{image_size}). Early stopping and the best checkpoint follow the "
            "validation split; the source's own test split, if any, is evaluated once at the end.")
 
 from charlab.augment import get_preset, list_presets  # noqa: E402
@@ -61,8 +62,6 @@ with st.form("train_form", border=True):
     with c1:
         st.markdown("**Model**")
         model = st.selectbox("Architecture", models, key="tr_model")
-        image_size = st.segmented_control("Image size", ui.IMAGE_SIZES, default=st.session_state.get("image_size", 28),
-                                          required=True, format_func=lambda s: f"{s}×{s}", key="tr_size")
         init_from = st.selectbox("Start from (fine-tune)", inits, key="tr_init",
                                  format_func=lambda r: "scratch (random weights)" if r is None else init_labels.get(r, r),
                                  help="Trained weights to start from; the head is replaced when the classes differ.")
@@ -111,7 +110,7 @@ if submitted:
     config = dataclasses.replace(
         base,
         # the source's label-override file (Labels page) goes with it, stored in the run's config
-        data=dataclasses.replace(base.data, source=src, image_size=int(image_size), labels=ui.data_config().labels),
+        data=dataclasses.replace(base.data, source=src, image_size=image_size, labels=ui.data_config().labels),
         augment=augment,
         model=base.model if model == base.model.name else ModelConfig(name=model),
         epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), patience=int(patience),
