@@ -30,7 +30,7 @@ def metrics_row(interp, lookalikes) -> None:
     m[4].metric("Images", f"{s['n']:,}")
     m[5].metric("Errors", f"{s['errors']:,}", help=f"{s['absent_predictions']:,} of them predicted a class the "
                 "data does not hold." if s["absent_predictions"] else None)
-    st.caption(f"Look-alike groups ({lookalikes.source}): " + lookalikes.describe())
+    st.caption(f"Look-alike groups: {lookalikes.describe()} — {lookalikes.source}.")
     for note in s["notes"]:
         st.caption("ⓘ " + note)
 

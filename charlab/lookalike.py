@@ -49,7 +49,7 @@ class Lookalikes:
 
 def fallback(classes: Sequence[str]) -> Lookalikes:
     groups = _merge([[c for c in g if c in set(classes)] for g in FALLBACK], classes)
-    return Lookalikes(groups=groups, source="the built-in case-pair list (no validation confusion at hand)")
+    return Lookalikes(groups=groups, source="the built-in case-pair list, with no validation confusion at hand")
 
 
 def learn(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str], min_share: float = MIN_SHARE,

@@ -351,7 +351,7 @@ def test_errors_page_reads_a_62_class_model_on_digits_both_ways(lab, tmp_path):
     ok(at)
     pct = lambda label: float({m.label: m.value for m in at.metric}[label].rstrip("%"))  # noqa: E731
     acc, ci = pct("Accuracy"), pct("Case-insensitive")
-    assert ci >= acc and any(c.value.startswith("Look-alike groups (learned") for c in at.caption)
+    assert ci >= acc and any(c.value.startswith("Look-alike groups: ") and "— learned from" in c.value for c in at.caption)
     assert any("0/O/o" in c.value for c in at.caption)  # the round twins, learned from its own confusion
     letters = [r for r in at.dataframe[0].value.itertuples()] if at.dataframe else []
     assert all(str(r[1]).isdigit() for r in letters)  # the per-class table: only the classes the data holds
