@@ -157,3 +157,15 @@ def test_an_ensemble_of_mismatched_members_is_refused_before_anything_is_written
     assert "share their classes" in capsys.readouterr().err and not out.exists()
     assert main(["ensemble", "--out", str(out), str(a)]) != 0  # one model is no ensemble
     assert "at least 2" in capsys.readouterr().err and not out.exists()
+
+
+def test_fine_tuning_from_an_ensemble_file_starts_from_its_first_member_and_says_so(two_runs, tmp_path):
+    from charlab.checkpoint import load_checkpoint, save_ensemble
+    from charlab.training import fit
+
+    (a, b), _ = two_runs
+    save_ensemble(tmp_path / "ens.pt", [a / "best.pt", b / "best.pt"])
+    cfg = load_checkpoint(a / "best.pt").config
+    cfg.init_from, cfg.epochs = str(tmp_path / "ens.pt"), 1
+    res = fit(cfg, tmp_path / "tuned")
+    assert any("ensemble of 2" in n and "first member" in n for n in res.notes)

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, read_checkpoint_dict
+from ..checkpoint import ensemble_size, load_checkpoint, read_checkpoint_dict
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
 from ..errors import CheckpointError, DataError
 from ..optim import make_optimizer, make_scheduler
@@ -381,6 +381,9 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
             kwargs["pretrained"] = config.model.pretrained
         return create_model(config.model.name, num_classes=len(classes), in_chans=1, image_size=input_shape, **kwargs)
     ck = load_checkpoint(config.init_from)  # CheckpointError names the file when missing, corrupt or foreign
+    if ensemble_size(ck.state) > 1:  # one set of weights to start from: the file's first member
+        notes.append(f"init_from {config.init_from} holds an ensemble of {ensemble_size(ck.state)} models; "
+                     "training starts from its first member")
     ours, theirs = to_dict(config.model), to_dict(ck.config.model)
     for m in (ours, theirs):  # compare options with their defaults filled in (checkpoints store them so)
         m.pop("pretrained", None)
