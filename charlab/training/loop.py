@@ -191,36 +191,38 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     loss_sum, correct, n, steps, stopped = 0.0, 0, 0, 0, False
     t0 = time.perf_counter()
     feed = augmented_batches(batches, device, augment_cfg, generator)
-    for x, y in feed:  # closed below, or at garbage collection after an exception
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).float()  # N×C
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        batch_loss = loss.item()
-        if not math.isfinite(batch_loss):
-            raise CharlabError(f"the training loss became {batch_loss} at batch {steps + 1}; "
-                               "lower the learning rate (--lr) or check the data")
-        bs = len(y)
-        batch_correct = int((logits.argmax(1) == y).sum())
-        loss_sum += batch_loss * bs
-        correct += batch_correct
-        n += bs
-        steps += 1
-        log.update(loss=batch_loss, acc=batch_correct / bs)
-        if on_batch is not None:
-            on_batch(steps)
-        if progress is not None:
-            progress(steps, total, str(log))
-        if stop_check is not None and stop_check():
-            stopped = True
-            break
-    feed.close()  # now, not at garbage collection: a batch augmented ahead is un-drawn before any checkpoint
+    try:
+        for x, y in feed:
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x).float()  # N×C
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            batch_loss = loss.item()
+            if not math.isfinite(batch_loss):
+                raise CharlabError(f"the training loss became {batch_loss} at batch {steps + 1}; "
+                                   "lower the learning rate (--lr) or check the data")
+            bs = len(y)
+            batch_correct = int((logits.argmax(1) == y).sum())
+            loss_sum += batch_loss * bs
+            correct += batch_correct
+            n += bs
+            steps += 1
+            log.update(loss=batch_loss, acc=batch_correct / bs)
+            if on_batch is not None:
+                on_batch(steps)
+            if progress is not None:
+                progress(steps, total, str(log))
+            if stop_check is not None and stop_check():
+                stopped = True
+                break
+    finally:  # now, not at garbage collection: a batch augmented ahead is un-drawn before any checkpoint
+        feed.close()
     seconds = time.perf_counter() - t0
     return {"loss_sum": loss_sum, "correct": correct, "n": n, "steps": steps, "seconds": seconds,
             "loss": loss_sum / n if n else float("nan"), "acc": correct / n if n else float("nan"),
