@@ -1,25 +1,28 @@
 """The Dataset page's data-health section: counts, leak pairs, duplicate and outlier grids, and
 the embedding map whose box / lasso selection opens the images and feeds the relabel loop.
 
-Widgets -> charlab.health -> Plotly. Plotly's hover label cannot hold an image, so hovering names
-the image (class, split, path, flag) and a click or a box / lasso selection shows the images.
+Widgets -> charlab.health -> Plotly. Plotly's hover label names the image (class, split, path,
+flag); ui_hover draws the image itself beside it, from a sprite sheet of the plotted points.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
+import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+import ui_hover
 from charlab.errors import CharlabError
 
 COLOUR_BY = {"label": "class", "split": "split", "correct": "correct / wrong", "flag": "health flag"}
 FLAG_COLOURS = {"ok": "#9DB4CF", "duplicate": "#F2B701", "leak": "#E45756", "blank": "#444444",
                 "inverted": "#B279A2", "far": "#54A24B"}
-PALETTE = ["#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6",
-           "#9D755D", "#BAB0AC", "#1F77B4", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#17BECF"]
+# 74 distinct colours (Plotly's Dark24, Alphabet and Light24): 62 classes never share one;
+# the map also writes each class's name at its centre, which no palette can replace
+PALETTE = px.colors.qualitative.Dark24 + px.colors.qualitative.Alphabet + px.colors.qualitative.Light24
 MAX_SHOWN = 120  # images shown for one selection (the rest are counted)
 
 
@@ -36,6 +39,14 @@ def report(key: str, ref: Optional[str], mtime: float, embedding: str, method: s
                      embedding=embedding, method=method, progress=bar)
     finally:
         bar.close()
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def map_points(key: str, ref: Optional[str], mtime: float, embedding: str, method: str):
+    """(rows the map draws, their hover sprite sheet) for report(...) with the same arguments."""
+    rep = report(key, ref, mtime, embedding, method)
+    rows = rep.map_rows()
+    return rows, ui_hover.sprite(rep.images(rows))
 
 
 def section(cfg) -> None:
@@ -55,14 +66,15 @@ def section(cfg) -> None:
                        help="The first run embeds every image and reads the files again (about a minute for "
                             "60,000 images); later visits come from the cache."):
         return
+    args = (ui.cfg_key(cfg), ref, ui._mtime(ref) if ref else 0.0, embedding, method)
     try:
-        rep = report(ui.cfg_key(cfg), ref, ui._mtime(ref) if ref else 0.0, embedding, method)
+        rep = report(*args)
     except CharlabError as e:
         ui.error(e)
         return
     _summary(rep)
     _leaks(rep)
-    _map(rep, colour)
+    _map(rep, colour, *map_points(*args))
     _findings(rep)
 
 
@@ -111,35 +123,46 @@ def _strip(images: list, k: int) -> np.ndarray:
     return np.concatenate([x for im in slots for x in (im, gap)][:-1], 1)
 
 
-def _map(rep, colour: str) -> None:
-    t = rep.table
+def _map(rep, colour: str, rows: np.ndarray, sheet: dict) -> None:
+    t = rep.table.iloc[rows]  # the plotted points: all, or every flagged one and a sample (map_rows)
     if colour == "correct" and "correct" not in t:
         st.caption("Correct / wrong needs the model embedding of an active model; coloured by class instead.")
         colour = "label"
-    values = t[colour].map({1.0: "correct", 0.0: "wrong"}).fillna("unknown class") if colour == "correct" else t[colour]
+    values = (t[colour].map({1.0: "correct", 0.0: "wrong"}).fillna("unknown class") if colour == "correct"
+              else t[colour]).astype(str).to_numpy()
     fig = go.Figure()
-    trace = go.Scattergl if len(t) > 20000 else go.Scatter  # WebGL keeps 60,000 points responsive
-    cats = list(dict.fromkeys(values.astype(str)))
+    trace = go.Scattergl if len(t) > 5000 else go.Scatter  # WebGL keeps thousands of points responsive
+    cats = list(dict.fromkeys(values))
     if colour == "flag":
         cats = [f for f in FLAG_COLOURS if f in cats]
     for i, cat in enumerate(cats):
-        rows = np.flatnonzero(values.astype(str).to_numpy() == cat)
-        sub = t.iloc[rows]
+        at = np.flatnonzero(values == cat)  # positions in `rows`: the point's sprite cell
+        sub = t.iloc[at]
         fig.add_trace(trace(
-            x=sub["x"], y=sub["y"], mode="markers", name=cat, customdata=np.stack([rows, sub["label"], sub["split"],
-                                                                                     sub["path"], sub["flag"]], 1),
+            x=sub["x"], y=sub["y"], mode="markers", name=cat,
+            customdata=np.stack([rows[at], sub["label"], sub["split"], sub["path"], sub["flag"], at], 1),
             marker=dict(size=4 if len(t) > 5000 else 6, opacity=0.75,
                         color=FLAG_COLOURS.get(cat) if colour == "flag" else PALETTE[i % len(PALETTE)]),
             hovertemplate="<b>%{customdata[1]}</b> · %{customdata[2]} · %{customdata[4]}<br>%{customdata[3]}<extra></extra>"))
+    if colour == "label" and len(cats) > 1:  # each class's name at its median point, above the WebGL points
+        centre = t.groupby("label", sort=False)[["x", "y"]].median()
+        for name, (cx, cy) in centre.iterrows():
+            fig.add_annotation(x=cx, y=cy, text=str(name), showarrow=False, font=dict(size=12, color="#111"),
+                               bgcolor="rgba(255,255,255,0.7)", borderpad=1)
     fig.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", legend=dict(itemsizing="constant"),
-                      showlegend=len(cats) <= 70, xaxis=dict(visible=False), yaxis=dict(visible=False))
+                      showlegend=len(cats) <= 74, xaxis=dict(visible=False), yaxis=dict(visible=False))
     st.subheader(f"Map ({rep.meta['method'].upper()} of the {rep.meta['embedding']} embedding)")
-    st.caption("Hover a point for its class and file; click one, or draw a lasso or box round several, to see the images.")
+    shown = (f"All {rep.n:,} images." if len(rows) == rep.n else
+             f"{len(rows):,} of the {rep.n:,} images: every flagged one and a random sample of the rest "
+             "(the checks above cover all of them).")
+    st.caption(shown + " Hover a point to see its image; click one, or draw a lasso or box round several, "
+               "to open them in a grid.")
+    ui_hover.thumbnails("dh_map_chart", sheet, col=5)
     event = st.plotly_chart(fig, key="dh_map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
     pts = event.selection.points if event and event.selection else []
-    rows = sorted({int(p["customdata"][0]) for p in pts if p.get("customdata") is not None})
-    if rows:
-        _selected(rep, rows)
+    picked = sorted({int(p["customdata"][0]) for p in pts if p.get("customdata") is not None})
+    if picked:
+        _selected(rep, picked)
 
 
 def _selected(rep, rows: list[int]) -> None:

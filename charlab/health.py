@@ -72,6 +72,7 @@ OVERLAP_MIN = 0.12  # share of k-NN links two classes exchange above which they 
 PCA_DIMS = 32  # embeddings are reduced to this before neighbour search (speed; distances kept ~exact)
 CHUNK_CELLS = 32_000_000  # floats in one chunk's distance block (128 MB): bounds memory at any N
 FLAGS = ("ok", "duplicate", "leak", "blank", "inverted", "far")  # report.table["flag"], worst last wins
+MAP_POINTS = 15_000  # points a map draws (and hover thumbnails it ships): every flagged image, then a sample
 
 EMBEDDINGS: Registry = Registry("embedding", ordered=True)
 MAPS: Registry = Registry("map method", ordered=True)
@@ -477,10 +478,33 @@ class HealthReport:
         return self.datasets[r["split"]].images[int(r["index"]), 0].numpy()
 
     def images(self, rows) -> np.ndarray:
-        rows = list(rows)
-        if not rows:
+        """Table rows -> uint8 R×H×W, gathered one split at a time (not row by row)."""
+        rows = np.asarray(list(rows), np.int64)
+        if not len(rows):
             return np.zeros((0, 1, 1), np.uint8)
-        return np.stack([self.image(r) for r in rows])
+        split = self.table["split"].to_numpy()[rows]
+        index = self.table["index"].to_numpy(np.int64)[rows]
+        first = self.datasets[split[0]].images
+        out = np.empty((len(rows), *first.shape[-2:]), np.uint8)
+        for s in np.unique(split):
+            at = np.flatnonzero(split == s)
+            out[at] = self.datasets[s].images[torch.from_numpy(index[at]), 0].numpy()
+        return out
+
+    def map_rows(self, max_points: int = MAP_POINTS, seed: int = 0) -> np.ndarray:
+        """The rows a map draws, ascending: all of them up to `max_points`; beyond that every
+        flagged image (what people look for), then a uniform random sample of the rest. A
+        browser draws and hovers 15,000 points smoothly; 60,000 strain it, and the hover
+        thumbnails of every point would be a ~20 MB page."""
+        n = self.n
+        if n <= max_points:
+            return np.arange(n)
+        flagged = np.flatnonzero(self.table["flag"].to_numpy() != "ok")
+        rest = np.setdiff1d(np.arange(n), flagged)
+        rng = np.random.default_rng(seed)
+        if len(flagged) >= max_points:
+            return np.sort(rng.choice(flagged, max_points, replace=False))
+        return np.sort(np.concatenate([flagged, rng.choice(rest, max_points - len(flagged), replace=False)]))
 
     def counts(self) -> dict:
         kinds = self.outliers["kind"].value_counts().to_dict() if len(self.outliers) else {}

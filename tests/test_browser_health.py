@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, _no_exception, app_url  # noqa: F401 - the server fixture
 
@@ -89,6 +90,82 @@ def test_map_lasso_shows_the_enclosed_images(app_url, browser, size):  # noqa: F
     assert pg.get_by_role("button", name="Exclude").count() == 1
     _no_exception(pg, "dataset after a lasso")
     _shoot(pg, "dataset-health-synthetic")
+    pg.close()
+
+
+# The most isolated point of the map on screen (so the pointer can only mean that one), with its
+# customdata ([row, label, split, path, flag, sprite cell]) and its page coordinates.
+_ISOLATED = """() => {
+  const gd = document.querySelector('.st-key-dh_map_chart .js-plotly-plot');
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+  const pts = [];
+  gd._fullData.forEach((t) => { if (t.customdata) Array.from(t.x).forEach((x, i) => pts.push(
+      {px: box.left + xa.l2p(x), py: box.top + ya.l2p(t.y[i]), cd: Array.from(t.customdata[i])})); });
+  let best = null, bestD = -1;
+  for (const p of pts.slice(0, 3000)) {
+    if (p.px < box.left + 20 || p.px > box.right - 20 || p.py < box.top + 20 || p.py > box.bottom - 20) continue;
+    let d = Infinity;
+    for (const q of pts) if (q !== p) d = Math.min(d, (p.px - q.px) ** 2 + (p.py - q.py) ** 2);
+    if (d > bestD) { bestD = d; best = p; }
+  }
+  return {x: best.px, y: best.py, cd: best.cd.map(String), gap: Math.sqrt(bestD)};
+}"""
+
+_THUMB_PIXELS = """() => {
+  const tip = document.querySelector('[data-testid=charlabHoverThumb]');
+  const c = tip.querySelector('canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const r = tip.getBoundingClientRect();
+  return {w: c.width, h: c.height, red: Array.from(d.filter((_, i) => i % 4 === 0)), path: tip.dataset.path,
+          row: tip.dataset.row, visible: getComputedStyle(tip).display !== 'none', text: tip.innerText,
+          box: [r.left, r.top, r.right, r.bottom]};
+}"""
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_hovering_a_point_shows_its_image(app_url, browser, size):  # noqa: F811
+    """The floating thumbnail is the hovered point's own image, pixel for pixel, and it goes away
+    when the pointer leaves the point."""
+    from charlab.config import DataConfig
+    from charlab.data import load_splits
+    from charlab.labels import resolve
+
+    pg = _open(browser, app_url, size)
+    _map_box(pg)
+    pg.wait_for_timeout(1000)  # the hover element attaches to the chart within half a second
+    p = pg.evaluate(_ISOLATED)
+    assert p["gap"] > 3, f"no point stands apart from the others on the map ({p['gap']:.1f} px)"
+    row, label, split, path, flag, cell = p["cd"]
+    pg.mouse.move(p["x"] - 30, p["y"] - 30)
+    pg.mouse.move(p["x"], p["y"], steps=5)
+    pg.wait_for_function("() => { const t = document.querySelector('[data-testid=charlabHoverThumb]');"
+                         " return t && t.style.display === 'block'; }", timeout=10_000)
+    pg.wait_for_timeout(300)  # the sprite sheet decodes once
+    got = pg.evaluate(_THUMB_PIXELS)
+    assert got["path"] == path and got["row"] == row, f"hovered {path} (row {row}) but the thumbnail shows {got['path']}"
+    assert label in got["text"] and split in got["text"]
+    # Plotly's own hover label names the same file
+    assert path in pg.evaluate("() => Array.from(document.querySelectorAll('.hoverlayer'), e => e.textContent).join(' ')")
+    # the pixels: that image as the model sees it, loaded here from the same source (the map's
+    # rows are train, then validation, then test)
+    splits = load_splits(DataConfig(source="synthetic", labels=resolve("auto", "synthetic")))
+    images = torch.cat([d.images for d in (splits.train, splits.val, splits.test) if d is not None and len(d)])
+    want = images[int(row), 0].numpy()
+    shown = np.array(got["red"], np.uint8).reshape(got["h"], got["w"])
+    assert shown.shape == want.shape
+    assert np.abs(shown.astype(int) - want).max() <= 2, "the thumbnail is not the hovered point's image"
+    other = images[(int(row) + 1) % len(images), 0].numpy()
+    assert np.abs(shown.astype(int) - other).mean() > 5  # a different image would not pass
+    # beside the pointer, fully inside the window
+    left, top, right, bottom = got["box"]
+    assert 0 <= left and right <= size[0] and 0 <= top and bottom <= size[1], got["box"]
+    assert right - left >= 80, "the thumbnail is too small to read"
+    SHOTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"dataset-health-hover-{size[0]}.png"))
+    pg.mouse.move(size[0] - 5, 5, steps=5)  # off the map
+    pg.wait_for_function("() => document.querySelector('[data-testid=charlabHoverThumb]').style.display === 'none'",
+                         timeout=10_000)
+    _no_exception(pg, "dataset after hovering")
     pg.close()
 
 
