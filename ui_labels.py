@@ -24,6 +24,7 @@ def audit(ref: str, mtime: float, source: str):
     Raw labels (no overrides): the report stays valid while decisions are made, and each card
     shows the decision taken on it. Shared across sessions, so callers never modify it."""
     from charlab.data import load_source
+    from charlab.lookalike import for_audit
     from charlab.suspects import audit as _audit, reference_probs
 
     pred = ui.predictor(ref, mtime)
@@ -38,7 +39,7 @@ def audit(ref: str, mtime: float, source: str):
         raise CharlabError(f"{source!r} holds no training images")
     with st.spinner("Reading every image with the reference…"):
         probs, notes = reference_probs(pred, ds)
-        rep = _audit(probs, ds, reference=Path(ref).name)
+        rep = _audit(probs, ds, reference=Path(ref).name, lookalikes=for_audit(pred))
     return ds, rep, notes
 
 

@@ -227,3 +227,15 @@ def store(path, progress=None) -> Lookalikes:
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
     return la
+
+
+def for_audit(predictor, progress=None) -> Lookalikes:
+    """The groups a label audit sets aside: the reference's own (`for_predictor`) joined with the
+    built-in case pairs. A model's confusion misses twins its own training data kept apart (the
+    synthetic-only model links only 0/O/o I/l P/p S/s Y/y on its printed fonts), while a
+    handwritten c and C cropped to one size are one glyph whatever model reads them."""
+    own = for_predictor(predictor, progress=progress)
+    classes = list(predictor.classes)
+    groups = _merge([list(g) for g in own.groups] + fallback(classes).groups, classes)
+    return Lookalikes(groups=groups, scores=dict(own.scores),
+                      source=f"{own.source}, joined with the built-in case pairs")

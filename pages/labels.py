@@ -35,12 +35,17 @@ except CharlabError as e:
     st.stop()
 ov = ul.overrides(path, src)
 d, sus = rep.diagnosis, rep.suspects
-open_ = sus[ul.undecided(sus, ov)]
+twins = sus[sus["lookalike"]]  # c read as C: a cropped glyph cannot settle it, so never in bulk nor counted
+open_ = sus[ul.undecided(sus, ov) & ~sus["lookalike"].to_numpy()]
 fixed = bool(d.swaps) and len(sus) > 0 and not len(open_)
 box = st.success if d.kind == "clean" or fixed else st.warning
 box(f"**{d.kind.capitalize()}** — {d.text}." + (" Fixed in the override file." if fixed else ""))
 for n in notes:
     st.caption(n)
+if len(twins):
+    st.caption(f"Look-alike twins set aside, as a lone cropped glyph cannot tell them apart: "
+               f"{' · '.join('/'.join(g) for g in rep.lookalikes)}. Their {len(twins)} images are neither counted "
+               f"as wrong nor accepted in bulk; review them one by one under Show → look-alikes.")
 st.caption(f"Without a reference model, out-of-fold models trained on the labels themselves judge them (slower; a "
            f"swap stays invisible to them): `python -m charlab suspects --source {src} --json --limit 0 > report.json`, "
            f"then `python -m charlab labels apply --suspects report.json --out {path}`.")
@@ -49,7 +54,8 @@ if said := st.session_state.pop("lab_said", None):
 
 counts = ov.counts()
 m = st.columns([1, 1, 1, 1.6])
-m[0].metric("Suspects", f"{len(sus):,}", help="Images whose label the reference contradicts.")
+m[0].metric("Suspects", f"{len(sus) - len(twins):,}", help="Images whose label the reference contradicts "
+            "(look-alike twins such as c read as C not counted).")
 m[1].metric("Relabelled", counts["relabel"])
 m[2].metric("Excluded", counts["exclude"])
 with m[3]:
@@ -88,11 +94,14 @@ if not len(sus):
     st.caption("No suspect: the reference agrees with every label it is confident about.")
     st.stop()
 f1, f2 = st.columns([2, 1], vertical_alignment="bottom")
-show = f1.segmented_control("Show", ["undecided", "all"], default="undecided", key="lab_show", required=True)
-rows = open_ if show == "undecided" else sus
+show = f1.segmented_control("Show", ["undecided", "look-alikes", "all"], default="undecided", key="lab_show",
+                            required=True)
+rows = {"undecided": open_, "look-alikes": twins}.get(show, sus)
 pages = max(1, -(-len(rows) // ul.PER_PAGE))
 page = f2.number_input(f"Page (of {pages})", 1, pages, 1, key="lab_page") if pages > 1 else 1
-st.caption(f"{len(rows)} {'undecided ' if show == 'undecided' else ''}suspects, most suspect first. Accept takes the "
-           f"likely label; Drop excludes the image; Keep says the label is right; or type another label."
-           if len(rows) else "Every suspect has a decision: train on the fixed labels from the Train page.")
+what = {"undecided": "undecided suspects", "look-alikes": "look-alike ambiguities"}.get(show, "suspects")
+st.caption(f"{len(rows)} {what}, most suspect first. Accept takes the likely label; Drop excludes the image; Keep "
+           f"says the label is right; or type another label." if len(rows) else
+           "No look-alike ambiguity." if show == "look-alikes" else
+           "Every suspect has a decision: train on the fixed labels from the Train page.")
 ul.grid(ds, rows.iloc[(page - 1) * ul.PER_PAGE: page * ul.PER_PAGE], ov, path, src)

@@ -238,9 +238,9 @@ def test_cli_labels_bad_input_is_one_line(tmp_path, capsys):
     assert bad.read_text() == "{oops"
 
 
-def test_labels_page_fixes_a_swap_and_undoes(swapped_zip, tmp_path, monkeypatch):
-    """AppTest: the Labels page names the swap, one click writes the fix, undo removes it, and the
-    Dataset page loads the sidebar's source with the file applied."""
+def _labels_app(tmp_path, monkeypatch, source):
+    """An AppTest of the app with the shipped synthetic-only model and `source` in the sidebar;
+    decisions go to tmp_path/ud."""
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
@@ -259,7 +259,14 @@ def test_labels_page_fixes_a_swap_and_undoes(swapped_zip, tmp_path, monkeypatch)
     at.session_state["checkpoints_dir"] = str(ckpts)
     at.session_state["runs_root"] = str(tmp_path / "runs")
     at.session_state["sb_kind"] = "path"
-    at.session_state["sb_path_path"] = str(swapped_zip)
+    at.session_state["sb_path_path"] = str(source)
+    return at
+
+
+def test_labels_page_fixes_a_swap_and_undoes(swapped_zip, tmp_path, monkeypatch):
+    """AppTest: the Labels page names the swap, one click writes the fix, undo removes it, and the
+    Dataset page loads the sidebar's source with the file applied."""
+    at = _labels_app(tmp_path, monkeypatch, swapped_zip)
     at.run()
     at.switch_page("pages/labels.py").run()
     assert not at.exception
@@ -299,3 +306,26 @@ def test_labels_page_fixes_a_swap_and_undoes(swapped_zip, tmp_path, monkeypatch)
     assert len(json.loads(files[0].read_text())["entries"]) == 1
     next(t for t in at.text_input if t.key == key).set_value("C").run()
     assert sorted(x["label"] for x in json.loads(files[0].read_text())["entries"]) == sorted([e["label"], "C"])
+
+
+def test_labels_page_sets_look_alikes_aside_on_clean_chars74k(chars74k_train_zip, tmp_path, monkeypatch):
+    """AppTest on the real, clean trainPart1: c read as C is no error, so the verdict is a believable
+    Clean, the look-alikes are shown apart and never in the bulk accept."""
+    at = _labels_app(tmp_path, monkeypatch, chars74k_train_zip)
+    at.run()
+    at.switch_page("pages/labels.py").run()
+    assert not at.exception
+    verdict = at.success[0].value
+    assert verdict.startswith("**Clean**") and "look-alike ambiguities" in verdict and "are not counted" in verdict
+    shown = next(c.value for c in at.caption if c.value.startswith("Look-alike twins set aside"))
+    n_twins = int(shown.split("Their ")[1].split()[0])
+    assert n_twins >= 150 and "C/c" in shown and f"{n_twins} case/look-alike ambiguities" in verdict  # 238 seen
+    suspects = int(next(m.value for m in at.metric if m.label == "Suspects").replace(",", ""))
+    assert 0 < suspects < 150  # 87 seen, against 325 with the twins
+    bulk = next(b for b in at.button if b.key == "lab_bulk")
+    assert 0 < int(bulk.label.split()[1]) < 60  # 30 scoring >= 0.8 (112 with the twins)
+    at.segmented_control(key="lab_show").set_value("look-alikes").run()
+    cards = [m.value for m in at.markdown if m.value.startswith("given **")]
+    assert cards and all(c.split("**")[1].lower() == c.split("**")[3].lower() or {c.split("**")[1], c.split("**")[3]} <= set("0Oo1Iil")
+                         for c in cards), cards
+    assert not list((tmp_path / "ud").rglob("*.json"))  # looking writes nothing

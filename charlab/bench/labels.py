@@ -72,6 +72,9 @@ def _audit(source: str, reference: Optional[str], folds: int = 3, seed: int = 0)
         pred = load_predictor(reference)
         ds = load_source(source, pred.data_config_for(source), split="train")
         probs, _ = reference_probs(pred, ds)
+        from ..lookalike import for_audit
+
+        return ds, audit(probs, ds, reference=reference, seed=seed, lookalikes=for_audit(pred))
     else:  # `charlab suspects --model lenet --augment light --batch-size 32` (400 images: ~8 steps per epoch)
         cfg = TrainConfig(data=DataConfig(source=source, seed=seed), model=ModelConfig(name="lenet"), epochs=12,
                           batch_size=32, seed=seed, ema_decay=0.0, augment=get_preset("light"), patience=0)

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ap = lsub.add_parser("apply", help="relabel the suspects of a `suspects --json` report to their likely label")
     ap.add_argument("--suspects", required=True, metavar="REPORT.json", help="the output of `charlab suspects --json`")
     ap.add_argument("--min-score", type=float, default=0.5, metavar="S",
-                    help="accept suspects scoring at least S (default 0.5; score = p(likely) - p(given))")
+                    help="accept suspects scoring at least S (default 0.5; score = p(likely) - p(given)); "
+                         "look-alike ambiguities (c read as C) are never accepted in bulk")
     ap.add_argument("--out", required=True, metavar="FILE", help="override file to write (added to if it exists)")
     ap.set_defaults(func=_apply)
     sh = lsub.add_parser("show", help="what an override file holds")

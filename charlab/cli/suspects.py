@@ -72,6 +72,7 @@ def _suspects(args: argparse.Namespace) -> int:
     cfg.validate()
     bar = progress_bar(sys.stderr.isatty() and not args.json)
     notes = []
+    lookalikes = None
     try:
         predictor = None
         if args.reference:
@@ -88,6 +89,9 @@ def _suspects(args: argparse.Namespace) -> int:
         if predictor is not None:
             probs, more = reference_probs(predictor, dataset)
             notes += more
+            from ..lookalike import for_audit
+
+            lookalikes = for_audit(predictor)
         elif args.folds >= 2:
             probs = out_of_fold_probs(cfg, dataset, folds=args.folds, progress=bar)
         else:
@@ -96,26 +100,33 @@ def _suspects(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     report = audit(probs, dataset, reference=args.reference, in_sample=predictor is None and args.folds < 2,
-                   seed=args.seed)
+                   seed=args.seed, lookalikes=lookalikes)
     out = report.to_dict(limit=args.limit or None)
     out["source"] = args.source
     out["labels"] = lrep.to_dict() if labels else None
     out["notes"] = notes
     d = report.diagnosis
+    real = len(report.suspects) - report.n_lookalike
+    grouped = d.evidence.get("agreement_with_lookalikes")
     lines = [f"diagnosis: {d.kind}: {d.text}",
-             f"{len(report.suspects)} suspects of {report.n} images; estimated share of wrong labels {report.share:.1%}; "
-             f"the {'reference' if args.reference else 'model'} agrees with {report.accuracy:.1%} of the labels",
+             f"{real} suspects of {report.n} images; estimated share of wrong labels {report.share:.1%}; "
+             f"the {'reference' if args.reference else 'model'} agrees with {report.accuracy:.1%} of the labels"
+             + (f" ({grouped:.1%} counting look-alike twins)" if grouped is not None else ""),
              f"note: {report.note}"] + [f"note: {n}" for n in notes]
-    moved = d.classes[d.classes["likely"] != d.classes["given"]]
-    if len(moved):
-        lines.append("classes whose images mostly look like another (given -> likely: share)")
-        lines += [f"  {r.given} -> {r.likely}: {r.share:.0%} of {r.n}" for r in moved.head(15).itertuples()]
+    if report.n_lookalike:
+        lines.append(f"{report.n_lookalike} case/look-alike ambiguities ({' '.join('/'.join(g) for g in report.lookalikes)}) "
+                     f"are listed but not counted as wrong, nor in the pairs, nor accepted by `labels apply`")
+    moved = [r for r in d.classes.itertuples() if r.likely != r.given and not report.twins(r.given, r.likely)]
+    if moved:
+        lines.append("classes whose images mostly look like another (given -> likely: share; look-alike twins left out)")
+        lines += [f"  {r.given} -> {r.likely}: {r.share:.0%} of {r.n}" for r in moved[:15]]
     if len(report.pairs):
         lines.append("pairs (given -> likely: count; both directions of a pair on one line)")
         for p in out["pairs"][:15]:
             lines.append(f"  {p['given']} -> {p['likely']}: {p['count']}  ({p['given_to_likely']} / {p['likely_to_given']} reversed)")
     if out["suspects"]:
         lines.append("most suspect (score = p(likely) - p(given))")
-        lines += [f"  {s['score']:.3f}  {s['given']} -> {s['likely']}  {s['path']}" for s in out["suspects"]]
+        lines += [f"  {s['score']:.3f}  {s['given']} -> {s['likely']}  {s['path']}" + ("  (look-alike)" if s.get("lookalike") else "")
+                  for s in out["suspects"]]
     emit(out, args.json, "\n".join(lines))
     return 0
