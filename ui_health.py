@@ -90,12 +90,18 @@ def _summary(rep) -> None:
                      "(32×32 thumbnails): resized, shifted or re-encoded copies.")
     m[3].metric("Blank", n["blank"], help="No ink, or a speck far below the set's usual ink coverage.")
     m[4].metric("Inverted", n["inverted"], help="Light ink on dark paper where the rest is dark on light (or the reverse).")
-    m[5].metric("Far off", n["far"], help="Far from every class in the embedding: another alphabet, noise, a mis-scan.")
+    m[5].metric("Far off", n["far"], help=_far_text(rep.meta))
     meta = rep.meta
     st.caption(f"Embedding: {meta['embedding']}" + (f" of {meta['model']}" if meta.get("model") else "")
                + (" · from the cache" if rep.from_cache else f" · computed in {meta.get('seconds', 0):.1f} s"))
     for note in meta.get("notes", []):
         st.caption(":material/info: " + note)
+
+
+def _far_text(meta: dict) -> str:
+    return (f"Far from every class: the image's distance to the nearest class (its closest members and the class "
+            f"centre) is over {meta['far_factor']:g}× the usual distance of a class's own images. Another alphabet, "
+            "noise or a mis-scan, or writing unlike the rest of its class: worth a look, not always wrong.")
 
 
 def _leaks(rep) -> None:
@@ -162,12 +168,14 @@ def _map(rep, colour: str, rows: np.ndarray, sheet: dict) -> None:
     pts = event.selection.points if event and event.selection else []
     picked = sorted({int(p["customdata"][0]) for p in pts if p.get("customdata") is not None})
     if picked:
-        _selected(rep, picked)
+        _selected(rep, picked, sampled=len(rows) < rep.n)
 
 
-def _selected(rep, rows: list[int]) -> None:
+def _selected(rep, rows: list[int], sampled: bool = False) -> None:
     t = rep.table.iloc[rows]
     st.subheader(f"{len(rows)} selected image{'s' if len(rows) > 1 else ''}")
+    if sampled:
+        st.caption("Of the points drawn: the map shows a sample of this source's images (see above).")
     shown = rows[::max(1, -(-len(rows) // MAX_SHOWN))][:MAX_SHOWN]  # spread over the whole selection
     ui.images_row([rep.image(r) for r in shown],
                   [f"{rep.table.at[r, 'label']} · {rep.table.at[r, 'split']}" for r in shown], px=64)
@@ -225,6 +233,8 @@ def _findings(rep) -> None:
             rows = grp["row"].astype(int).tolist()[:24]
             st.markdown(f"**{kind}** · {len(grp)}")
             ui.images_row([rep.image(r) for r in rows], [rep.table.at[r, "label"] for r in rows], px=48)
+            if kind == "far":
+                st.caption(_far_text(rep.meta) + " Sorted farthest first.")
         st.subheader("Look-alike classes")
         if rep.lookalikes:
             st.markdown(" · ".join(f"`{' '.join(g)}`" for g in rep.lookalikes))
