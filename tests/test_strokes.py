@@ -138,3 +138,18 @@ def test_strokes_option_adds_redrawings_to_the_training_split_only(tmp_path, mon
     assert torch.equal(drawn.train.labels[n:], plain.train.labels.repeat_interleave(2))
     assert len(set(drawn.train.hashes)) == len(drawn.train)  # a redrawing is other content than its original
     assert any("stroke redrawing" in note for note in drawn.notes)
+
+
+def test_every_stroke_benchmark_candidate_builds_a_valid_config_from_the_default_recipe():
+    from charlab.bench.strokes import CANDIDATES
+    from charlab.models import count_parameters, create_model
+    from charlab.recipes import get_recipe
+
+    for name in CANDIDATES.names():
+        cfg = CANDIDATES.get(name)(get_recipe("default"), {"pretrained": lambda: "synthetic-charnet.pt"})
+        cfg.validate()
+        assert cfg.data.strokes in (0, 2) and (cfg.data.stroke_norm is not None) == (name == "norm")
+    wide = CANDIDATES.get("wide")(get_recipe("default"), {})
+    narrow = get_recipe("default").model
+    assert count_parameters(create_model("charnet", 62, **wide.model.kwargs)) > 2 * count_parameters(
+        create_model(narrow.name, 62, **narrow.kwargs))

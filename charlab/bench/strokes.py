@@ -10,6 +10,7 @@ Candidates (`--candidates a,b`, see CANDIDATES) are trained on trainPart1 only:
 - `default`: the default recipe on the real images;
 - `strokes`: the same, with 2 stroke redrawings of every training image at random pen widths
   (DataConfig.strokes);
+- `wide`: `strokes` with a wider charnet (width 24);
 - `norm`: stroke-width normalisation (DataConfig.stroke_norm): every image, in training and at
   prediction, is thinned and redrawn with one pen width, so ink and canvas strokes look alike;
 - `pretrain`: `strokes`, starting from a charnet pretrained on the synthetic handwriting in the
@@ -56,6 +57,14 @@ def _strokes(cfg, ctx):
     return cfg
 
 
+@CANDIDATES.register("wide")
+def _wide(cfg, ctx):
+    """`strokes` with a wider charnet (width 24: 2.2x the parameters and the compute of width 16)."""
+    cfg.data.strokes = 2
+    cfg.model.kwargs = {**cfg.model.kwargs, "width": 24}
+    return cfg
+
+
 @CANDIDATES.register("norm")
 def _norm(cfg, ctx):
     """Stroke-width normalisation at training and prediction: every image's ink redrawn as its skeleton with one pen."""
@@ -90,6 +99,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--members", type=int, default=1, help="train K seeds per candidate and measure their ensemble too")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="validation share of trainPart1 (default 0: the final fit on all 2,480 images, last epoch)")
+    p.add_argument("--strokes", type=int, default=None, metavar="K",
+                   help="stroke redrawings per training image in every candidate that adds them (default: 2)")
+    p.add_argument("--pens", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="pen widths of those redrawings, canvas px (default: DataConfig.stroke_pens, 10 32)")
     p.add_argument("--last-epoch", action="store_true",
                    help="train the recipe's fixed epochs and keep the last one also with a validation split: the "
                         "final fit's protocol, so a validation decision is about the model that would ship "
@@ -193,6 +206,11 @@ def run(args: argparse.Namespace) -> dict:
                                  **({"epochs": args.epochs} if args.epochs else {}))
                 cfg.data.val_fraction = args.val_fraction
                 cfg = build(cfg, ctx)
+                if args.strokes is not None and cfg.data.strokes:
+                    cfg.data.strokes = args.strokes
+                if args.pens is not None and cfg.data.strokes:
+                    cfg.data.stroke_pens = tuple(args.pens)
+                cfg.validate()  # strokes 0-8, pens a positive (low, high)
                 if cfg.data.val_fraction == 0 or args.last_epoch:  # the final fit's protocol: the last epoch is kept
                     cfg.monitor, cfg.mode, cfg.patience = "elapsed_s", "max", 0
                 splits = _splits_for(cfg, ctx, bar)
