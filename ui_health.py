@@ -150,10 +150,11 @@ def _map(rep, colour: str, rows: np.ndarray, sheet: dict) -> None:
             marker=dict(size=4 if len(t) > 5000 else 6, opacity=0.75,
                         color=FLAG_COLOURS.get(cat) if colour == "flag" else PALETTE[i % len(PALETTE)]),
             hovertemplate="<b>%{customdata[1]}</b> · %{customdata[2]} · %{customdata[4]}<br>%{customdata[3]}<extra></extra>"))
-    if colour == "label" and len(cats) > 1:  # each class's name at its median point, above the WebGL points
-        centre = t.groupby("label", sort=False)[["x", "y"]].median()
-        for name, (cx, cy) in centre.iterrows():
-            fig.add_annotation(x=cx, y=cy, text=str(name), showarrow=False, font=dict(size=12, color="#111"),
+    if colour == "label" and len(cats) > 1:  # each class's name on its densest point, above the WebGL points
+        xy = t[["x", "y"]].to_numpy()
+        for name in cats:
+            cx, cy = _densest(xy[values == name])
+            fig.add_annotation(x=cx, y=cy, text=name, showarrow=False, font=dict(size=12, color="#111"),
                                bgcolor="rgba(255,255,255,0.7)", borderpad=1)
     fig.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", legend=dict(itemsizing="constant"),
                       showlegend=len(cats) <= 74, xaxis=dict(visible=False), yaxis=dict(visible=False))
@@ -169,6 +170,16 @@ def _map(rep, colour: str, rows: np.ndarray, sheet: dict) -> None:
     picked = sorted({int(p["customdata"][0]) for p in pts if p.get("customdata") is not None})
     if picked:
         _selected(rep, picked, sampled=len(rows) < rep.n)
+
+
+def _densest(own: np.ndarray) -> np.ndarray:
+    """M×2 points of one class -> the one with a third of its classmates closest around it: the
+    middle of its main clump (a median can fall between two clumps; a small k finds a tight
+    knot of near-copies off to the side)."""
+    pts = own[np.random.default_rng(0).permutation(len(own))[:1500]]  # 1500² distances at most
+    d = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(2))  # m×m
+    kk = min(max(10, len(pts) // 3), len(pts) - 1)
+    return pts[np.argmin(np.partition(d, kk, 1)[:, kk])] if kk > 0 else pts[0]
 
 
 def _selected(rep, rows: list[int], sampled: bool = False) -> None:
