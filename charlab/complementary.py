@@ -40,10 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAX_IMAGES = 6000  # the graph's eigenvectors are dense N×N work; beyond this a subset is clustered
+MAX_IMAGES = 6000  # the k-NN search is dense N×N work; beyond this a subset is clustered
+DENSE_EIGEN = 2000  # graphs up to this size get exact dense eigenvectors, larger ones sparse Lanczos
 NEIGHBOURS = 10  # k of the graph the recovered labels are voted over (5/10/20 measured: 10)
 CLUSTER_NEIGHBOURS = (10, 15, 20)  # k of the clustering graphs tried (15 won most often on digits)
-CLUSTER_SEEDS = 3  # k-means seeds tried per graph
+CLUSTER_SEEDS = 3  # k-means seeds tried per graph (for C groups; one for more groups)
+GROUPS_PER_CLASS = (1, 2, 4, 6)  # group counts tried, as multiples of C, where groups stay large enough:
+MIN_GROUP = 50  # images per group for its avoided class to be read on its own (see assign_groups)
 CORE = 0.8  # an image is a core member of its group when this share of its neighbours is in it too
 ORIENTATIONS = 12  # signed gradient-orientation bins (30° each)
 CELL_SIGMA = 2.0  # px at 28×28: the Gaussian window each orientation histogram pools over
@@ -126,6 +129,8 @@ def spectral_embedding(nn: np.ndarray, dims: int) -> np.ndarray:
     """The symmetrised k-NN graph's normalised-Laplacian bottom eigenvectors, rows scaled to unit
     length (Ng, Jordan & Weiss 2001). nn N×k -> N×dims."""
     n = len(nn)
+    if n > DENSE_EIGEN:
+        return _sparse_embedding(nn, dims)
     w = np.zeros((n, n), dtype=np.float64)  # N×N adjacency
     w[np.repeat(np.arange(n), nn.shape[1]), nn.ravel()] = 1.0
     w = np.maximum(w, w.T)
@@ -133,6 +138,21 @@ def spectral_embedding(nn: np.ndarray, dims: int) -> np.ndarray:
     lap = np.eye(n) - w / np.sqrt(np.outer(d, d))
     _, vecs = np.linalg.eigh(lap)
     v = vecs[:, :dims]  # N×G
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def _sparse_embedding(nn: np.ndarray, dims: int) -> np.ndarray:
+    """As spectral_embedding, from the sparse graph: the normalised adjacency's top eigenvectors
+    (the Laplacian's bottom ones) by Lanczos; dense eigh of 6,000×6,000 took minutes per graph."""
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.linalg import eigsh
+
+    n, k = nn.shape
+    w = coo_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), nn.ravel())), shape=(n, n)).tocsr()
+    w = w.maximum(w.T)
+    inv = diags(1.0 / np.sqrt(np.asarray(w.sum(axis=1)).ravel()))
+    _, vecs = eigsh(inv @ w @ inv, k=dims, which="LA", v0=np.ones(n) / np.sqrt(n))
+    v = vecs[:, ::-1]  # N×G, largest first
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
@@ -163,21 +183,31 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, restarts: int = 8, iters: int =
     return best
 
 
-def assign_groups(groups: np.ndarray, given: np.ndarray, nn: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
-    """The class each group's core members avoid, one-to-one. -> (group_class G, conflict), where
-    conflict is the share of core members filed under their group's class (0 for a right
-    assignment of pure groups, ~1/(C-1) for a wrong one)."""
-    c = num_classes
-    core = (groups[nn] == groups[:, None]).mean(axis=1) >= CORE  # N
-    hist = np.zeros((c, c))  # group × given label, core members only
-    np.add.at(hist, (groups[core], given[core]), 1.0)
-    from scipy.optimize import linear_sum_assignment
+def assign_groups(groups: np.ndarray, given: np.ndarray, nn: np.ndarray, num_classes: int,
+                  n_groups: int | None = None) -> tuple[np.ndarray, float]:
+    """The class each group's core members avoid. -> (group_class G, conflict), where conflict is
+    the share of core members filed under their group's class (0 for a right assignment of pure
+    groups, ~1/(C-1) for a wrong one).
 
+    C groups are assigned one-to-one (with ~N/C images each, another class's count can be 0 by
+    chance: (1 - 1/(C-1))^(N/C) is 1% for 40 digits). More groups (a class written in several
+    styles, as synthetic digits are, is several groups of a k-NN graph) each take the class they
+    avoid most, on their own: at MIN_GROUP images a chance zero is (8/9)^50 = 0.3% per class."""
+    c = num_classes
+    g = n_groups or c
+    core = (groups[nn] == groups[:, None]).mean(axis=1) >= CORE  # N
+    hist = np.zeros((g, c))  # group × given label, core members only
+    np.add.at(hist, (groups[core], given[core]), 1.0)
     share = hist / np.maximum(hist.sum(axis=1, keepdims=True), 1)
-    rows, cols = linear_sum_assignment(share)
-    group_class = np.empty(c, dtype=np.int64)
-    group_class[rows] = cols
-    return group_class, float(hist[rows, cols].sum() / max(core.sum(), 1))
+    if g == c:
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(share)
+        group_class = np.empty(c, dtype=np.int64)
+        group_class[rows] = cols
+    else:
+        group_class = share.argmin(axis=1)
+    return group_class, float(hist[np.arange(g), group_class].sum() / max(core.sum(), 1))
 
 
 def balanced_votes(rec: np.ndarray, given: np.ndarray, nn: np.ndarray, num_classes: int,
@@ -206,22 +236,28 @@ def recover(images: torch.Tensor, given: np.ndarray, num_classes: int, seed: int
     idx = np.sort(rng.choice(n, MAX_IMAGES, replace=False)) if n > MAX_IMAGES else np.arange(n)
     feats = features(images[torch.as_tensor(idx)])
     g_given = given[idx]
-    best = None  # (conflict, groups, group_class)
+    best = None  # (conflict, number of groups, groups, group_class): the least conflict, then the fewest groups
+    sizes = [m * c for m in GROUPS_PER_CLASS if m == 1 or len(idx) >= m * c * MIN_GROUP]
     for k in CLUSTER_NEIGHBOURS:
         nn_k = knn(feats, k)
-        emb = spectral_embedding(nn_k, c)
-        for s in range(CLUSTER_SEEDS):
-            groups = kmeans(emb, c, seed=seed + s)
-            group_class, conflict = assign_groups(groups, g_given, nn_k, c)
-            if best is None or conflict < best[0]:
-                best = (conflict, groups, group_class)
-    _, groups, group_class = best
+        emb_all = spectral_embedding(nn_k, max(sizes))
+        for g in sizes:
+            emb = emb_all[:, :g]
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            for s in range(CLUSTER_SEEDS if g == c else 1):
+                groups = kmeans(emb, g, seed=seed + s)
+                group_class, conflict = assign_groups(groups, g_given, nn_k, c, g)
+                if g > c and len(np.unique(group_class)) < c:
+                    continue  # a class no group avoids: this grouping cannot tell it
+                if best is None or (conflict, g) < best[:2]:
+                    best = (conflict, g, groups, group_class)
+    _, n_groups, groups, group_class = best
     nn = knn(feats)
     rec = balanced_votes(group_class[groups], g_given, nn, c)
-    hist = np.zeros((c, c))  # group × given label, every member
+    hist = np.zeros((n_groups, c))  # group × given label, every member
     np.add.at(hist, (groups, g_given), 1.0)
     consistency = float(hist.max(axis=1).sum() / max(len(idx), 1))
-    avoidance = float(hist[np.arange(c), group_class].sum() / max(len(idx), 1) * c)
+    avoidance = float(hist[np.arange(n_groups), group_class].sum() / max(len(idx), 1) * c)
     recovered = np.full(n, -1, dtype=np.int64)
     recovered[idx] = rec
     all_groups = np.full(n, -1, dtype=np.int64)
