@@ -169,3 +169,22 @@ def test_fine_tuning_from_an_ensemble_file_starts_from_its_first_member_and_says
     cfg.init_from, cfg.epochs = str(tmp_path / "ens.pt"), 1
     res = fit(cfg, tmp_path / "tuned")
     assert any("ensemble of 2" in n and "first member" in n for n in res.notes)
+
+
+def test_look_alike_groups_stored_in_an_ensemble_file_keep_its_members(two_runs, tmp_path):
+    from charlab.checkpoint import save_ensemble
+    from charlab.lookalike import store
+
+    import shutil
+
+    (a, b), _ = two_runs
+    first = tmp_path / "a.pt"
+    shutil.copy(a / "best.pt", first)
+    store(first)
+    assert load_predictor(first).lookalikes is not None
+    out = tmp_path / "ens.pt"
+    save_ensemble(out, [first, b / "best.pt"])
+    assert load_predictor(out).lookalikes is None  # a member's own groups are not the ensemble's
+    la = store(out)  # learned from the ensemble's predictions, written into the same file
+    again = load_predictor(out)
+    assert len(again.models) == 2 and again.lookalikes is not None and again.lookalikes.groups == la.groups
