@@ -11,9 +11,11 @@ So the structure comes from the images and the class from the labels:
    (Chars74K digits, leave-one-out 1-NN: 99.25% vs 94.75% for blurred pixels; 95% vs 83% of the
    10 nearest neighbours share the image's class);
 2. a k-nearest-neighbour graph -> spectral clustering into C groups, for several k and k-means
-   seeds (one clustering can merge two digits and split a third);
-3. each group gets the class its labels avoid: a one-to-one assignment of groups to classes
-   minimising the members filed under their group's class (scipy's Hungarian method), counted
+   seeds (one clustering can merge two digits and split a third); on sets large enough, into 2-6
+   groups per class too (a class written in several styles is several groups of the graph);
+3. each group gets the class its labels avoid (C groups: a one-to-one assignment of groups to classes
+   minimising the members filed under their group's class, by scipy's Hungarian method; more
+   groups: each its least common label, see assign_groups), counted
    over each group's CORE members only (those whose neighbours share their group) so a few
    stray images cannot move a group's class. The clustering whose assignment leaves the fewest
    core members under their group's class wins: a wrong assignment puts ~1/(C-1) of them there;
@@ -21,7 +23,7 @@ So the structure comes from the images and the class from the labels:
    is known not to be), balanced so every class ends with about N/C images (Sinkhorn scaling of
    the neighbour votes). The balance is an assumption (the true classes are about equally
    common, as in Chars74K and MNIST): the labels cannot measure class sizes at this scale
-   (class k's size is N - (C-1)·n_k, with n_k the images filed under k, ±(C-1)·sqrt(N/C)). It is
+   (class k's size is N - (C-1)·n_k, with n_k the images filed under k: ±54 images for 400 digits). It is
    what fixes a group that swallowed part of another digit: without it 95%, with it 96-98.5%
    of 400 Chars74K digits are recovered (BENCHMARKS.md, Label audit).
 
