@@ -24,6 +24,7 @@ import numpy as np
 FALLBACK = ("cC", "kK", "mM", "oO0", "pP", "sS", "uU", "vV", "wW", "xX", "yY", "zZ", "1Il", "jJ", "iI")
 MIN_SHARE = 0.12  # mean probability one class's images give the other (both ways averaged) to link them
 SHOW_SHARE = 0.10  # the Draw page names a group when its other members hold at least this probability
+AUDIT_MAX_GROUP = 4  # the label audit sets aside learned groups of at most this many classes (for_audit)
 
 
 @dataclass
@@ -236,6 +237,9 @@ def for_audit(predictor, progress=None) -> Lookalikes:
     handwritten c and C cropped to one size are one glyph whatever model reads them."""
     own = for_predictor(predictor, progress=progress)
     classes = list(predictor.classes)
-    groups = _merge([list(g) for g in own.groups] + fallback(classes).groups, classes)
+    # A weak model confuses everything with everything: a "group" beyond the largest real one
+    # (1/I/i/l) would hide real label errors, so only small learned groups are trusted here.
+    small = [list(g) for g in own.groups if len(g) <= AUDIT_MAX_GROUP]
+    groups = _merge(small + fallback(classes).groups, classes)
     return Lookalikes(groups=groups, scores=dict(own.scores),
                       source=f"{own.source}, joined with the built-in case pairs")

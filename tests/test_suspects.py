@@ -368,3 +368,15 @@ def test_complementary_styles_of_one_class_are_several_groups():
     assert len(av.group_class) == 20 and set(av.group_class) == set(range(10))
     assert (av.recovered == y).mean() >= 0.97  # 100% seen
     assert (av.recovered != comp).all() and av.avoidance < 0.1 and av.consistency < 0.3
+
+
+def test_a_weak_reference_cannot_hide_errors_as_look_alikes():
+    """An untrained model confuses everything: its one big learned "group" is not trusted by the
+    audit (real groups have at most 4 classes, 1/I/i/l), while its small ones and the case pairs are."""
+    from types import SimpleNamespace
+
+    from charlab import lookalike
+
+    weak = SimpleNamespace(classes=list("0123456789Ccx"),
+                           lookalikes=lookalike.Lookalikes(groups=[list("0123456"), ["8", "9"]], source="weak"))
+    assert lookalike.for_audit(weak).groups == [["8", "9"], ["C", "c"]]
