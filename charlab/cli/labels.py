@@ -59,8 +59,10 @@ def _apply(args: argparse.Namespace) -> int:
     n = ov.decide(decisions, what=f"accept {len(decisions)} suspects scoring >= {args.min_score:g} "
                                   f"from {args.suspects}")
     ov.save()
+    twins = sum(1 for x in report.get("suspects", []) if x.get("lookalike") and x.get("score", 0) >= args.min_score)
     print(f"{n} relabelled of {len(report.get('suspects', []))} suspects in {args.suspects} "
-          f"(score >= {args.min_score:g}); {len(ov)} decisions in {args.out}")
+          f"(score >= {args.min_score:g}); {len(ov)} decisions in {args.out}"
+          + (f"; {twins} look-alike ambiguities (c read as C) left for review one by one" if twins else ""))
     return 0
 
 

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="default: auto")
     p.add_argument("--json", action="store_true",
                    help="print {diagnosis: {kind, text}, classes: [{given, likely, share}], suspects: [{path, source_path, "
-                        "hash, given, likely, score}], pairs: [{given, likely, count}], share, in_sample}")
+                        "hash, given, likely, score, lookalike}], pairs: [{given, likely, count}], share, in_sample, "
+                        "n_lookalike, lookalikes}")
     p.set_defaults(func=_suspects)
 
 
