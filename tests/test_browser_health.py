@@ -185,9 +185,10 @@ def test_map_renders_for_chars74k(app_url, browser, chars74k_train_zip):  # noqa
 
 
 def test_map_renders_for_a_60000_image_folder(app_url, browser, tmp_path_factory):  # noqa: F811
-    """Cold, this took 3 min 12 s on the 2 shared cores at load 3 (4 min at load 7): writing the
-    files ~12 s, decoding, embedding, the raw pass, the neighbour scan and the map of 15,000 of the
-    points in the app (86 s of the check at load 7), then drawing them."""
+    """Cold (empty caches) this took 4 min 03 s on the 2 shared cores at load 7 (3 min 12 s at
+    load 3 while the map still laid out all 60,000 points): writing the files ~12 s, then in the
+    app decoding, embedding, the raw pass, the neighbour scan and a map of 15,000 of the points
+    (the check alone 86 s at load 7), then drawing them, a hover and a lasso."""
     from PIL import Image
 
     from charlab.config import DataConfig
