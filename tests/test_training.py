@@ -117,16 +117,17 @@ def test_stop_mid_epoch_then_resume_continues_identically(tmp_path, reference, s
     assert curves(rows) == curves(ref)
 
 
-def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream():
-    """With two threads the trainer augments batch k+1 beside the step of batch k: the batches
+@pytest.mark.parametrize("threads", [2, 1])
+def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream(threads):
+    """On two cores the trainer augments batch k+1 beside the step of batch k: the batches
     are those the in-line path draws, and an epoch stopped early leaves the generator where the
     in-line path would (so a mid-epoch checkpoint resumes exactly) and the thread count as it was."""
     from charlab.augment import get_preset
     from charlab.data.dataset import to_float
     from charlab.training.loop import augmented_batches, train_augment
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         cfg, data = get_preset("strong"), bars(200, 4)
         batches = [(data.images[i:i + 32], data.labels[i:i + 32]) for i in range(0, 200, 32)]
@@ -135,7 +136,7 @@ def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream():
         feed = augmented_batches(batches, torch.device("cpu"), cfg, ahead_g)
         ahead = []
         for x, y in feed:
-            assert torch.get_num_threads() == 1  # the step gives its second thread to the augmentation
+            assert torch.get_num_threads() == 1  # a 2-thread step gives its second thread to the augmentation
             ahead.append(x)
             if len(ahead) == 3:
                 break
@@ -143,9 +144,9 @@ def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream():
         assert all(torch.equal(a, b) for a, b in zip(inline, ahead))
         assert not torch.equal(inline[0], to_float(batches[0][0]))  # it did augment
         assert torch.equal(ahead_g.get_state(), inline_g.get_state())  # batch 4, augmented ahead, un-drawn
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == threads
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def test_stop_mid_epoch_then_resume_with_augmentation_on_two_threads(tmp_path, splits, monkeypatch):

@@ -5,8 +5,7 @@ Two figures, measured in the same run:
   against an equivalent torchvision.transforms.v2 pipeline applied per sample in a DataLoader
   with worker processes (the usual way, and the usual bottleneck on a 2-core machine);
 - training overhead: training steps (forward, backward, optimizer) through the trainer's own
-  `train_one_epoch`, augmenting as it does (with two or more threads, the next batch on a second
-  thread beside the step; with one, in line), of the default recipe's model (`charnet`) at its
+  `train_one_epoch`, augmenting as it does (the next batch on a second thread beside the step), of the default recipe's model (`charnet`) at its
   batch size (64), against the same steps without augmentation, at 2 threads and at 1 (fit()
   drops to one thread when other processes keep the cores busy).
 

@@ -30,7 +30,7 @@ from ..optim import make_optimizer, make_scheduler
 from ..runs import DONE, STOPPED, RunDir
 from . import distributed
 from .callbacks import Checkpointing, EarlyStopping, ModelEMA, StopRequest, TimeBudget
-from .loop import EpochBatches, evaluate, on_device, train_one_epoch
+from .loop import EpochBatches, cpu_cores, evaluate, on_device, train_one_epoch
 from .state import TrainState, stream_seed
 
 Progress = Callable[[int, int, str], None]
@@ -354,7 +354,7 @@ def set_cpu_threads(world_size: int = 1) -> int:
     a descheduled partner at every op. OMP_NUM_THREADS, when set, wins."""
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_cores()
     threads = max(1, cores // world_size)
     try:
         others = os.getloadavg()[0] - torch.get_num_threads() * world_size  # load not caused by us

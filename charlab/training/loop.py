@@ -8,6 +8,7 @@ in one tensor op right before the forward pass.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -115,21 +116,28 @@ def _augment_on_one_thread(x: torch.Tensor, augment_cfg, generator: Optional[tor
     return augment_batch(to_float(x), augment_cfg, generator)  # uint8 -> float32 N×1×H×W, augmented
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, augment_cfg,
                       generator: Optional[torch.Generator]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches as the model trains on them: float N×1×H×W on `device`, augmented, and labels.
 
-    On a CPU with two or more threads, batch k+1 is augmented on a second thread while batch k
-    trains on the others (the step gives up one thread). On 2 cores a charnet step at batch 64
-    takes as long on one thread as on two, so the augmentation's ~3 ms per batch (about 11% of
-    the step when done in line) is hidden. Torch ops release the GIL, so a Python thread is
+    On a CPU with two or more cores, batch k+1 is augmented on a second thread while batch k
+    trains (a step of two or more threads gives one up). On 2 cores a charnet step at batch 64
+    takes as long on one thread as on two, so the augmentation's ~3 ms per batch (about 10% of
+    the step when done in line) is hidden. When `fit` runs one thread because other processes
+    keep the cores busy, the augmentation still goes beside the step: it waits on no OpenMP
+    partner, so it costs no more there than in line. Torch ops release the GIL, so a Python thread is
     enough. The generator is used by that thread alone and in batch order, so the augmented
     stream is the one the in-line path draws; when the epoch stops early, the generator is set
     back to before the batch augmented ahead, so a mid-epoch checkpoint resumes exactly.
     """
     identity = augment_cfg is None or augment_cfg.is_identity()
     threads = torch.get_num_threads()
-    if identity or device.type != "cpu" or threads < 2:
+    if identity or device.type != "cpu" or cpu_cores() < 2:
         for x, y in batches:
             x = to_float(x.to(device, non_blocking=True))  # uint8 -> float32 N×1×H×W in [0, 1]
             yield train_augment(x, augment_cfg, generator), y.to(device, non_blocking=True)
@@ -138,7 +146,7 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
 
     it = iter(batches)
     pool = ThreadPoolExecutor(1, thread_name_prefix="charlab-augment")
-    torch.set_num_threads(threads - 1)
+    torch.set_num_threads(max(1, threads - 1))
     pending, before = None, None  # the batch being augmented ahead, and the generator state before it
 
     def submit():
