@@ -136,7 +136,7 @@ def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream(threads):
         feed = augmented_batches(batches, torch.device("cpu"), cfg, ahead_g)
         ahead = []
         for x, y in feed:
-            assert torch.get_num_threads() == 1  # a 2-thread step gives its second thread to the augmentation
+            assert torch.get_num_threads() == threads  # the step keeps its threads
             ahead.append(x)
             if len(ahead) == 3:
                 break
@@ -147,6 +147,32 @@ def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream(threads):
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_sparing_a_thread_is_measured_once_and_moves_no_random_stream(monkeypatch):
+    """The step's thread count beside the augmentation: measured once per model and batch shape,
+    without drawing from the run's random streams; a pinned OMP_NUM_THREADS or one thread is kept."""
+    from charlab.augment import get_preset
+    from charlab.models import create_model
+    from charlab.training import loop
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, batch, cfg = create_model("lenet", num_classes=4, image_size=28), bars(32, 5).images, get_preset("strong")
+        state = torch.get_rng_state()
+        first = loop.spare_a_thread(model, batch, cfg)
+        assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == 2
+        assert list(loop._SPARE[model].values()) == [first]
+        assert loop.spare_a_thread(model, batch, cfg) == first and len(loop._SPARE[model]) == 1  # not measured again
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert loop.spare_a_thread(model, batch[:16], cfg) is False
+        torch.set_num_threads(1)
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert loop.spare_a_thread(model, batch[:16], cfg) is False
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_stop_mid_epoch_then_resume_with_augmentation_on_two_threads(tmp_path, splits, monkeypatch):

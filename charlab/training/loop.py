@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
@@ -121,16 +122,62 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def spare_a_thread(model: nn.Module, batch: torch.Tensor, augment_cfg, channels_last: bool = False) -> bool:
+    """Whether the step should give one of its threads to the augmentation ahead: yes when the
+    step loses less on one thread fewer than the augmentation costs (what it would take from
+    the step when sharing the cores). Measured once per (model, batch shape, thread count) on a
+    copy of the model: forward and backward at both counts, interleaved, and the augmentation on
+    one thread, best of 5 each. Small models gain little from their last OpenMP thread (charnet
+    at batch 64 on 2 cores), big ones a lot (a ResNet-18 is 40% slower on 1)."""
+    import copy
+
+    from ..augment import augment_batch
+
+    threads = torch.get_num_threads()
+    if threads < 2 or os.environ.get("OMP_NUM_THREADS"):  # a thread count the user pinned is kept
+        return False
+    key = (tuple(batch.shape), threads, channels_last)
+    cache = _SPARE.setdefault(model, {})
+    if key not in cache:
+        probe = copy.deepcopy(getattr(model, "module", model)).train()  # DDP's wrapper does not copy
+        x = to_float(batch)  # B×1×H×W
+        xs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        best = {}
+
+        def timed(name, fn):
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
+
+        with torch.random.fork_rng(devices=[]):  # the probe must not move the run's random streams
+            try:
+                for round_ in range(6):  # interleaved, so a load spike hits all three; round 0 warms up
+                    for t in (threads, threads - 1):
+                        torch.set_num_threads(t)
+                        timed(t, lambda: probe(xs).float().sum().backward())
+                    torch.set_num_threads(1)
+                    timed("augment", lambda: augment_batch(x, augment_cfg, None))
+                    if round_ == 0:
+                        best.clear()
+            finally:
+                torch.set_num_threads(threads)
+        cache[key] = best[threads - 1] - best[threads] < best["augment"]
+    return cache[key]
+
+
+_SPARE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, augment_cfg,
-                      generator: Optional[torch.Generator]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      generator: Optional[torch.Generator], step_threads: Optional[int] = None
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches as the model trains on them: float N×1×H×W on `device`, augmented, and labels.
 
     On a CPU with two or more cores, batch k+1 is augmented on a second thread while batch k
-    trains (a step of two or more threads gives one up). On 2 cores a charnet step at batch 64
-    takes as long on one thread as on two, so the augmentation's ~3 ms per batch (about 10% of
-    the step when done in line) is hidden. When `fit` runs one thread because other processes
-    keep the cores busy, the augmentation still goes beside the step: it waits on no OpenMP
-    partner, so it costs no more there than in line. Torch ops release the GIL, so a Python thread is
+    trains, the step on `step_threads` (default: as many as now). `train_one_epoch` gives the
+    step one thread fewer where that costs it nothing (`spare_a_thread`): the augmentation then
+    has a core of its own and is hidden. Otherwise the augmentation thread shares the cores; it
+    waits on no OpenMP partner, so it costs about what it would in line. Torch ops release the GIL, so a Python thread is
     enough. The generator is used by that thread alone and in batch order, so the augmented
     stream is the one the in-line path draws; when the epoch stops early, the generator is set
     back to before the batch augmented ahead, so a mid-epoch checkpoint resumes exactly.
@@ -146,7 +193,7 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
 
     it = iter(batches)
     pool = ThreadPoolExecutor(1, thread_name_prefix="charlab-augment")
-    torch.set_num_threads(max(1, threads - 1))
+    torch.set_num_threads(step_threads or threads)
     pending, before = None, None  # the batch being augmented ahead, and the generator state before it
 
     def submit():
@@ -171,7 +218,18 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
             if before is not None:
                 generator.set_state(before)
         pool.shutdown(wait=True)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # the worker's set_num_threads(1) also set torch's process-wide default
+
+
+def _feed(model, batches, device, augment_cfg, generator, channels_last):
+    """augmented_batches, with the step's thread count chosen (see spare_a_thread)."""
+    threads = torch.get_num_threads()
+    ahead = device.type == "cpu" and cpu_cores() >= 2 and augment_cfg is not None and not augment_cfg.is_identity()
+    if ahead and threads >= 2 and isinstance(batches, Batches) and len(batches):
+        first = batches.images[batches.order[:batches.batch_size]]  # uint8 B×1×H×W, the shape the steps take
+        if spare_a_thread(model, first, augment_cfg, channels_last):
+            return augmented_batches(batches, device, augment_cfg, generator, step_threads=threads - 1)
+    return augmented_batches(batches, device, augment_cfg, generator)
 
 
 def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -198,7 +256,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     log = MetricLogger(window=20)
     loss_sum, correct, n, steps, stopped = 0.0, 0, 0, 0, False
     t0 = time.perf_counter()
-    feed = augmented_batches(batches, device, augment_cfg, generator)
+    feed = _feed(model, batches, device, augment_cfg, generator, channels_last)
     try:
         for x, y in feed:
             if channels_last:
