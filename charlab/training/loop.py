@@ -168,6 +168,13 @@ def spare_a_thread(model: nn.Module, batch: torch.Tensor, augment_cfg, channels_
 _SPARE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+def _can_augment_ahead(device: torch.device, augment_cfg) -> bool:
+    if augment_cfg is None or augment_cfg.is_identity() or device.type != "cpu" or cpu_cores() < 2:
+        return False
+    # DDP ranks already share the cores one thread each; a thread more per rank would oversubscribe them
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized())
+
+
 def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, augment_cfg,
                       generator: Optional[torch.Generator], step_threads: Optional[int] = None
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -182,9 +189,8 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
     stream is the one the in-line path draws; when the epoch stops early, the generator is set
     back to before the batch augmented ahead, so a mid-epoch checkpoint resumes exactly.
     """
-    identity = augment_cfg is None or augment_cfg.is_identity()
     threads = torch.get_num_threads()
-    if identity or device.type != "cpu" or cpu_cores() < 2:
+    if not _can_augment_ahead(device, augment_cfg):
         for x, y in batches:
             x = to_float(x.to(device, non_blocking=True))  # uint8 -> float32 N×1×H×W in [0, 1]
             yield train_augment(x, augment_cfg, generator), y.to(device, non_blocking=True)
@@ -224,8 +230,7 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
 def _feed(model, batches, device, augment_cfg, generator, channels_last):
     """augmented_batches, with the step's thread count chosen (see spare_a_thread)."""
     threads = torch.get_num_threads()
-    ahead = device.type == "cpu" and cpu_cores() >= 2 and augment_cfg is not None and not augment_cfg.is_identity()
-    if ahead and threads >= 2 and isinstance(batches, Batches) and len(batches):
+    if _can_augment_ahead(device, augment_cfg) and threads >= 2 and isinstance(batches, Batches) and len(batches):
         first = batches.images[batches.order[:batches.batch_size]]  # uint8 B×1×H×W, the shape the steps take
         if spare_a_thread(model, first, augment_cfg, channels_last):
             return augmented_batches(batches, device, augment_cfg, generator, step_threads=threads - 1)
