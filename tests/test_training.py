@@ -149,6 +149,37 @@ def test_augmenting_ahead_on_a_second_thread_draws_the_in_line_stream(threads):
         torch.set_num_threads(before)
 
 
+def test_an_error_in_the_augmentation_ahead_reaches_the_trainer_and_restores_the_threads(monkeypatch):
+    """An augmentation that fails on the second thread fails the epoch with its own error (as in
+    line), and the thread count is back as it was."""
+    import charlab.augment
+    from charlab.augment import get_preset
+    from charlab.training.loop import augmented_batches
+
+    calls = []
+
+    def failing(x, cfg, generator):
+        calls.append(1)
+        if len(calls) >= 2:
+            raise CharlabError("augmentation failed on purpose")
+        return x
+
+    monkeypatch.setattr(charlab.augment, "augment_batch", failing)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        data = bars(96, 6)
+        batches = [(data.images[i:i + 32], data.labels[i:i + 32]) for i in range(0, 96, 32)]
+        feed = augmented_batches(batches, torch.device("cpu"), get_preset("strong"), torch.Generator().manual_seed(0),
+                                 step_threads=1)
+        with pytest.raises(CharlabError, match="on purpose"):
+            for _ in feed:
+                pass
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_sparing_a_thread_is_measured_once_and_moves_no_random_stream(monkeypatch):
     """The step's thread count beside the augmentation: measured once per model and batch shape,
     without drawing from the run's random streams; a pinned OMP_NUM_THREADS or one thread is kept."""

@@ -182,10 +182,10 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
 
     On a CPU with two or more cores, batch k+1 is augmented on a second thread while batch k
     trains, the step on `step_threads` (default: as many as now). `train_one_epoch` gives the
-    step one thread fewer where that costs it nothing (`spare_a_thread`): the augmentation then
-    has a core of its own and is hidden. Otherwise the augmentation thread shares the cores; it
-    waits on no OpenMP partner, so it costs about what it would in line. Torch ops release the GIL, so a Python thread is
-    enough. The generator is used by that thread alone and in batch order, so the augmented
+    step one thread fewer where it loses less by that than the augmentation costs
+    (`spare_a_thread`): the augmentation then has a core of its own and is hidden. Otherwise
+    the augmentation thread shares the cores; it waits on no OpenMP partner, so it costs about
+    what it would in line. Torch ops release the GIL, so a Python thread is enough. The generator is used by that thread alone and in batch order, so the augmented
     stream is the one the in-line path draws; when the epoch stops early, the generator is set
     back to before the batch augmented ahead, so a mid-epoch checkpoint resumes exactly.
     """
@@ -220,7 +220,7 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
             yield x, y
     finally:
         if pending is not None:  # stopped with one batch augmented ahead: un-draw it
-            pending[0].result()
+            pending[0].exception()  # waits for it; an error of its own is not raised over the one in flight
             if before is not None:
                 generator.set_state(before)
         pool.shutdown(wait=True)
@@ -230,7 +230,7 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
 def _feed(model, batches, device, augment_cfg, generator, channels_last):
     """augmented_batches, with the step's thread count chosen (see spare_a_thread)."""
     threads = torch.get_num_threads()
-    if _can_augment_ahead(device, augment_cfg) and threads >= 2 and isinstance(batches, Batches) and len(batches):
+    if _can_augment_ahead(device, augment_cfg) and isinstance(batches, Batches) and len(batches):
         first = batches.images[batches.order[:batches.batch_size]]  # uint8 B×1×H×W, the shape the steps take
         if spare_a_thread(model, first, augment_cfg, channels_last):
             return augmented_batches(batches, device, augment_cfg, generator, step_threads=threads - 1)
