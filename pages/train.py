@@ -6,7 +6,7 @@ import dataclasses
 import streamlit as st
 
 import ui
-from charlab.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig, from_dict
+from charlab.config import AugmentConfig, ModelConfig, TrainConfig, from_dict
 from charlab.errors import CharlabError
 
 ui.require_app_frame()

@@ -22,7 +22,6 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
