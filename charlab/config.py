@@ -190,6 +190,9 @@ class TrainConfig:
     seed: int = 0  # seeds weights, batch order and augmentation
     init_from: Optional[str] = None  # checkpoint to start from; its head is replaced when classes differ
     freeze_body: bool = False  # with init_from: train only the new head
+    teacher: Optional[str] = None  # checkpoint (one model or an ensemble file) whose softened predictions the student also learns from; None = no distillation
+    distill_weight: float = 0.5  # with teacher: share of the loss that follows the teacher (the rest is the label-smoothed cross-entropy)
+    distill_temperature: float = 4.0  # with teacher: softmax temperature T of both sides of the distillation term (Hinton et al. 2015)
     max_minutes: Optional[float] = None  # wall-clock budget; training stops cleanly after the epoch that crosses it
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False  # bfloat16 autocast for the forward passes (a GPU's tensor cores); off: CPUs without bf16 units run it slower
@@ -217,6 +220,10 @@ class TrainConfig:
             raise CharlabError(f"max_minutes must be positive (or None for no limit), got {self.max_minutes}")
         if self.freeze_body and not self.init_from:
             raise CharlabError("freeze_body needs init_from: a freshly initialised body is not worth freezing")
+        if not 0 <= self.distill_weight <= 1:
+            raise CharlabError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise CharlabError(f"distill_temperature must be positive, got {self.distill_temperature}")
         # the registries import no torch either; imported here so this module stays a leaf (no numpy)
         from .balance import BALANCE_STRATEGIES, CLASS_WEIGHTS
         from .optim import OPTIMIZERS, SCHEDULES

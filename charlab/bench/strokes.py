@@ -15,7 +15,10 @@ Candidates (`--candidates a,b`, see CANDIDATES) are trained on trainPart1 only:
   prediction, is thinned and redrawn with one pen width, so ink and canvas strokes look alike;
 - `pretrain`: `strokes`, starting from a charnet pretrained on the synthetic handwriting in the
   same run (the pretraining's CPU time is counted);
-- `mix`: `strokes` with synthetic handwriting mixed into the training split.
+- `mix`: `strokes` with synthetic handwriting mixed into the training split;
+- `distill`: `strokes`, also learning the softened predictions of `--teacher FILE` (an ensemble
+  file of `charlab ensemble`; TrainConfig.teacher). With `--on val` the teacher's members must
+  have held out the same validation split, or its decision would rest on images it saw.
 `--checkpoints a.pt,b.pt` measures shipped models (no training), e.g. checkpoints/default.pt
 and checkpoints/synthetic.pt.
 
@@ -88,6 +91,28 @@ def _mix(cfg, ctx):
     return cfg
 
 
+@CANDIDATES.register("distill")
+def _distill(cfg, ctx):
+    """`strokes`, also learning the softened predictions of the --teacher checkpoint (an ensemble distilled into one model)."""
+    cfg.data.strokes = 2
+    cfg.teacher = ctx["teacher"](cfg)
+    return cfg
+
+
+def check_teacher_split(teacher: str, cfg) -> None:
+    """A teacher for a validation decision must not have trained on those validation images:
+    each of its members must have held out the same split of the same source."""
+    from ..checkpoint import load_members
+
+    for k, m in enumerate(load_members(teacher), 1):
+        d = m.config.data
+        if (Path(d.source).name, d.val_fraction, d.seed) != (Path(cfg.data.source).name, cfg.data.val_fraction,
+                                                             cfg.data.seed):
+            raise SystemExit(f"--teacher {teacher}: member {k} trained on {d.source} with val_fraction "
+                             f"{d.val_fraction}, seed {d.seed}; measuring on validation needs a teacher that held out "
+                             f"the same split (val_fraction {cfg.data.val_fraction}, seed {cfg.data.seed})")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_chars74k_argument(p)
     p.add_argument("--candidates", default="default,strokes",
@@ -110,6 +135,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on", choices=["test", "val"], default="test", help="measure on the test split (default) "
                    "or on the validation split (needs --val-fraction > 0)")
     p.add_argument("--pen", type=float, default=None, help="pen width of the stroke set (default: the Draw page's, 20)")
+    p.add_argument("--teacher", metavar="CKPT", help="the teacher of the `distill` candidate: a checkpoint or "
+                   "ensemble file (with --on val, trained on the same split)")
+    p.add_argument("--distill-weight", type=float, default=None, help="the teacher's share of the loss "
+                   "(default: TrainConfig's)")
+    p.add_argument("--distill-temperature", type=float, default=None, help="softmax temperature (default: TrainConfig's)")
     p.add_argument("--keep", metavar="DIR", help="keep run directories (and the pretrained net) under DIR")
 
 
@@ -194,6 +224,16 @@ def run(args: argparse.Namespace) -> dict:
             pretrain_cpu["s"] = time.process_time() - t0
         return path
 
+    def teacher(cfg) -> str:
+        if not args.teacher:
+            raise SystemExit("candidate distill needs --teacher CKPT (e.g. an ensemble file: python -m charlab ensemble)")
+        if args.on == "val":
+            check_teacher_split(args.teacher, cfg)
+        for name in ("distill_weight", "distill_temperature"):
+            if getattr(args, name) is not None:
+                setattr(cfg, name, getattr(args, name))
+        return args.teacher
+
     try:
         for ref in [r for r in args.checkpoints.split(",") if r.strip()]:
             out["checkpoints"][ref] = measure_checkpoint(ref.strip(), train_zip, pen, progress=bar)
@@ -201,7 +241,7 @@ def run(args: argparse.Namespace) -> dict:
             build = CANDIDATES.get(name.strip())
             members, sums = [], None
             for k in range(args.members):
-                ctx = {"pretrained": pretrained}
+                ctx = {"pretrained": pretrained, "teacher": teacher}
                 cfg = get_recipe(args.recipe, source=str(train_zip), seed=args.seed + k,
                                  **({"epochs": args.epochs} if args.epochs else {}))
                 cfg.data.val_fraction = args.val_fraction
@@ -231,6 +271,9 @@ def run(args: argparse.Namespace) -> dict:
             row = {"description": (build.__doc__ or "").strip(), "members": members}
             if name.strip() == "pretrain":
                 row["pretrain_cpu_seconds"] = round(pretrain_cpu["s"], 1)
+            if name.strip() == "distill":
+                row.update(teacher=args.teacher, distill_weight=cfg.distill_weight,
+                           distill_temperature=cfg.distill_temperature)
             if args.members > 1:
                 row["ensemble"] = _both(sums[0] / args.members, sums[1] / args.members, evalset, strokes, classes)
             out["candidates"][name.strip()] = row

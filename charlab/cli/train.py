@@ -29,6 +29,8 @@ _FLAGS = {
     "optimizer": (None, "optimizer"), "schedule": (None, "schedule"), "label_smoothing": (None, "label_smoothing"),
     "balance": (None, "balance"), "monitor": (None, "monitor"), "mode": (None, "mode"), "patience": (None, "patience"),
     "min_delta": (None, "min_delta"), "seed": (None, "seed"), "init_from": (None, "init_from"),
+    "teacher": (None, "teacher"), "distill_weight": (None, "distill_weight"),
+    "distill_temperature": (None, "distill_temperature"),
     "max_minutes": (None, "max_minutes"), "device": (None, "device"), "limit_batches": (None, "limit_batches"),
 }
 
@@ -63,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help=f"default {d.seed}")
     p.add_argument("--init-from", metavar="CKPT", help="fine-tune from a checkpoint (its head is replaced when classes differ)")
     p.add_argument("--freeze-body", action="store_true", default=None, help="with --init-from: train the head only")
+    p.add_argument("--teacher", metavar="CKPT", help="distil: also learn the softened predictions of this frozen "
+                   "checkpoint (one model or an ensemble file from `charlab ensemble`) on the same augmented batches")
+    p.add_argument("--distill-weight", type=float, help=f"with --teacher: the teacher's share of the loss (default {d.distill_weight})")
+    p.add_argument("--distill-temperature", type=float, help=f"with --teacher: softmax temperature (default {d.distill_temperature})")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget; stops cleanly after the epoch that crosses it")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"default {d.device}")
     p.add_argument("--limit-batches", type=int, help="debug: at most N training batches per epoch")

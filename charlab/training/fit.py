@@ -103,6 +103,7 @@ class _Run:
     train_model: nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
     loss_fn: nn.Module
     channels_last: bool
+    teacher: Optional[nn.Module] = None  # charlab.training.distill.Teacher when config.teacher is set
 
 
 def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.DistEnv, device: torch.device,
@@ -190,11 +191,23 @@ def _setup(config: TrainConfig, env: distributed.DistEnv, device: torch.device, 
                        best_path=RunDir(run_dir).best if run_dir is not None else None)
     loss_fn = nn.CrossEntropyLoss(weight=class_weight.to(device) if class_weight is not None else None,
                                   label_smoothing=config.label_smoothing)
+    teacher = None
+    if config.teacher:
+        from .distill import DistillationLoss, load_teacher
+
+        with torch.random.fork_rng(devices=[]):  # building its models must not move the run's random streams
+            teacher = load_teacher(config.teacher, classes, input_shape, config.data.preprocessing(),
+                                   config.distill_temperature, device)
+        if channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        loss_fn = DistillationLoss(loss_fn, config.distill_weight, config.distill_temperature)
+        notes.append(f"distilling {config.teacher} ({len(teacher.members)} model(s)): weight "
+                     f"{config.distill_weight}, temperature {config.distill_temperature}")
     train_model = model
     if env.enabled:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return _Run(config, env, device, classes, input_shape, _shard(val, env, device) if has_val else None,
-                _shard(test, env, device), notes, state, batches, train_model, loss_fn, channels_last)
+                _shard(test, env, device), notes, state, batches, train_model, loss_fn, channels_last, teacher)
 
 
 def _shard(ds, env: distributed.DistEnv, device: torch.device):
@@ -256,7 +269,7 @@ def _train_epoch(r: _Run, epoch: int, progress: Optional[Progress], callbacks: t
     stats = train_one_epoch(
         r.train_model, batches, state.optimizer, state.scheduler, r.loss_fn,
         augment_cfg=None if config.overfit_batch else config.augment, generator=state.generator, device=r.device,
-        channels_last=r.channels_last, progress=on_progress, on_batch=on_batch, bf16=config.bf16,
+        channels_last=r.channels_last, progress=on_progress, on_batch=on_batch, bf16=config.bf16, teacher=r.teacher,
         stop_check=lambda: distributed.any_rank(stop_request.requested(), r.device))
     counts = distributed.all_reduce_sum(
         torch.tensor([stats["loss_sum"], stats["correct"], stats["n"]], dtype=torch.float64, device=r.device)).cpu()

@@ -242,13 +242,15 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
                     generator: Optional[torch.Generator], device: torch.device | str,
                     stop_check: Optional[Callable[[], bool]] = None, progress: Optional[Progress] = None,
                     channels_last: bool = False, on_batch: Optional[Callable[[int], None]] = None,
-                    bf16: bool = False) -> dict:
+                    bf16: bool = False, teacher: Optional[nn.Module] = None) -> dict:
     """One pass over `batches`; returns exact sums (loss_sum, correct, n, steps, seconds),
     their means (loss, acc), images_per_s, and `stopped` when `stop_check()` asked to end
     early (checked after every batch, so the batch in flight always completes).
 
     Train loss and accuracy are measured on the augmented batches, as trained. `bf16` runs
-    the forward pass under bfloat16 autocast (weights and optimizer stay float32).
+    the forward pass under bfloat16 autocast (weights and optimizer stay float32). With a
+    `teacher` (charlab.training.distill), its soft target on the same augmented batch is the
+    third argument of `loss_fn`.
     """
     device = torch.device(device)
     model.train()
@@ -268,7 +270,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x).float()  # N×C
-            loss = loss_fn(logits, y)
+                soft = teacher(x) if teacher is not None else None  # N×C probabilities, no grad
+            loss = loss_fn(logits, y) if soft is None else loss_fn(logits, y, soft)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
