@@ -16,7 +16,8 @@ from .registry import Registry
 
 # The DataConfig fields that change what a model sees (an image's pixels): the disk cache keys on
 # them, ensemble members must agree on them. The split and sampling fields do not belong here.
-PREPROCESS_FIELDS = ("image_size", "grayscale", "invert", "crop", "margin", "threshold", "stroke_norm")
+PREPROCESS_FIELDS = ("image_size", "grayscale", "invert", "crop", "margin", "threshold", "stroke_norm",
+                     "side_inputs")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class DataConfig:
     strokes: int = 0  # training split only: add K redrawings of each image as constant-width Draw-canvas pen strokes (charlab.data.strokes); 0 = off
     stroke_pens: tuple = (10.0, 32.0)  # pen widths of those redrawings, uniform, in canvas pixels (the Draw page's pen: 6-40, default 20)
     stroke_norm: Optional[float] = None  # redraw every image's ink as its skeleton with this pen width (fraction of the padded square's side; 0.08 ~ 2 px at 28) so tablet ink and canvas strokes look alike; None keeps the ink as drawn
+    side_inputs: Optional[str] = None  # also keep the ink's box on its page from before the crop (a key of charlab.data.geometry.SIDE_INPUTS: "box") and feed it to the model's head beside the image; None = the image alone
 
     def preprocessing(self) -> dict:
         """{field: value} of PREPROCESS_FIELDS."""
@@ -43,6 +45,10 @@ class DataConfig:
     def validate(self) -> None:
         if not 0 <= self.strokes <= 8:
             raise CharlabError(f"strokes (redrawings per training image) must be between 0 and 8, got {self.strokes}")
+        if self.side_inputs is not None:
+            from .data.geometry import side_kind
+
+            side_kind(self.side_inputs)  # an unknown kind fails listing the valid ones
         if self.stroke_norm is not None and not 0 < self.stroke_norm < 0.5:
             raise CharlabError(f"stroke_norm must be a pen width in (0, 0.5) of the image side (or None), got {self.stroke_norm}")
         if len(self.stroke_pens) != 2 or not 0 < self.stroke_pens[0] <= self.stroke_pens[1]:

@@ -34,6 +34,7 @@ from .errors import CharlabError
 from .registry import Registry
 
 INPUT_NAME, OUTPUT_NAME = "image", "probs"
+SIDE_NAME = "side"  # the second input of a side-input model (DataConfig.side_inputs): float32 N×G
 METADATA_FILE = "charlab.json"  # the TorchScript extra file that holds the metadata
 OPSET = 17  # every op the zoo uses exists in opset 17, which onnxruntime releases since 1.14 run
 METADATA_VERSION = 1
@@ -53,10 +54,11 @@ class ProbabilityGraph(nn.Module):
         for i, perm in enumerate(perms):
             self.register_buffer(f"perm{i}", perm.cpu().long() if perm is not None else None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
         acc = None
+        extra = () if side is None else (side,)  # a side-input model's float N×G
         for i, model in enumerate(self.members):
-            p = torch.softmax(model(x).float(), dim=1)  # N×C
+            p = torch.softmax(model(x, *extra).float(), dim=1)  # N×C
             perm = getattr(self, f"perm{i}")
             if perm is not None:
                 p = p.index_select(1, perm)
@@ -99,7 +101,9 @@ def metadata(predictor) -> dict[str, str]:
             "input: float32 x/255 as N×1×H×W",
         ],
     }
+    side = _side_spec(predictor)
     return {
+        **({"side_inputs": json.dumps(side)} if side else {}),
         "charlab.metadata_version": str(METADATA_VERSION),
         "charlab.version": __version__,
         "classes": json.dumps(list(predictor.classes)),
@@ -115,8 +119,26 @@ def metadata(predictor) -> dict[str, str]:
     }
 
 
+def _side_spec(predictor) -> Optional[dict]:
+    """How a side-input model's second input is computed, for a re-implementation; None without one."""
+    kind = predictor.side_inputs
+    if not kind:
+        return None
+    from .data.geometry import side_kind
+
+    return {"name": SIDE_NAME, "kind": kind, "dim": side_kind(kind).dim, "definition": side_kind(kind).doc,
+            "box": "the crop step's ink box (speck trim included), on the image after the shrink step; "
+                   "top/bottom/left/right inclusive",
+            "page": "the whole image the character is in (the drawing canvas, the file's frame)"}
+
+
+def _names(example: tuple) -> tuple[list[str], dict]:
+    names = [INPUT_NAME, SIDE_NAME][:len(example)]
+    return names, {**{n: {0: "batch"} for n in names}, OUTPUT_NAME: {0: "batch"}}
+
+
 @FORMATS.register("onnx")
-def _write_onnx(graph: nn.Module, example: torch.Tensor, meta: dict) -> bytes:
+def _write_onnx(graph: nn.Module, example: tuple, meta: dict) -> bytes:
     try:
         import onnx
     except ImportError:  # pragma: no cover - onnx is in requirements.txt
@@ -124,9 +146,9 @@ def _write_onnx(graph: nn.Module, example: torch.Tensor, meta: dict) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript-based exporter announces its deprecation; it works
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (example,), buf, dynamo=False, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=OPSET,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        names, axes = _names(example)
+        torch.onnx.export(graph, example, buf, dynamo=False, input_names=names,
+                          output_names=[OUTPUT_NAME], opset_version=OPSET, dynamic_axes=axes)
     proto = onnx.load_from_string(buf.getvalue())
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -137,11 +159,11 @@ def _write_onnx(graph: nn.Module, example: torch.Tensor, meta: dict) -> bytes:
 
 
 @FORMATS.register("torchscript")
-def _write_torchscript(graph: nn.Module, example: torch.Tensor, meta: dict) -> bytes:
+def _write_torchscript(graph: nn.Module, example: tuple, meta: dict) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Tracing records sizes as tensor ops, so the batch axis stays dynamic (the tests run other sizes).
-        traced = torch.jit.trace(graph, (example,), check_trace=False)
+        traced = torch.jit.trace(graph, example, check_trace=False)
         buf = io.BytesIO()
         torch.jit.save(traced, buf, _extra_files={METADATA_FILE: json.dumps(meta)})
     return buf.getvalue()
@@ -158,7 +180,10 @@ def export_bytes(ref, fmt: str = "onnx") -> bytes:
     h, w = predictor.input_shape
     # A copy: the predictor's models may be shared (the app's cache) and tracing must not touch them.
     graph = copy.deepcopy(ProbabilityGraph(predictor.models, predictor.perms)).eval()
-    example = torch.rand(2, 1, int(h), int(w), generator=torch.Generator().manual_seed(0))  # N×1×H×W
+    g = torch.Generator().manual_seed(0)
+    example = (torch.rand(2, 1, int(h), int(w), generator=g),)  # N×1×H×W
+    if predictor.side_inputs:
+        example += (torch.rand(2, _side_spec(predictor)["dim"], generator=g),)  # N×G
     with torch.no_grad():
         return writer(graph, example, metadata(predictor))
 
@@ -209,33 +234,37 @@ def onnx_session(model: bytes | str | os.PathLike, threads: Optional[int] = None
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def compare(predictor, run_exported: Callable, images, batch_size: int = 256) -> dict:
-    """Exported graph vs the torch Predictor on uint8 (or [0,1] float) N×1×H×W images.
+def compare(predictor, run_exported: Callable, images, batch_size: int = 256, side=None) -> dict:
+    """Exported graph vs the torch Predictor on uint8 (or [0,1] float) N×1×H×W images (and, for a
+    side-input model, their float N×G `side` vectors).
 
-    `run_exported(x)` maps float32 numpy N×1×H×W to N×C probabilities. Returns the argmax
+    `run_exported(x[, side])` maps float32 numpy N×1×H×W to N×C probabilities. Returns the argmax
     agreement (share of images), the largest |Δp| over all images and classes, and the count.
     """
     import numpy as np
 
     x = torch.as_tensor(images)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()  # N×1×H×W in [0, 1]
-    ref = predictor.probs(x, batch_size=batch_size)  # N×C
-    got = np.concatenate([np.asarray(run_exported(x[i:i + batch_size].numpy()))
+    ref = predictor.probs(x, batch_size=batch_size, side=side)  # N×C
+    s = None if side is None or not predictor.side_inputs else torch.as_tensor(side).float().numpy()  # N×G
+    got = np.concatenate([np.asarray(run_exported(x[i:i + batch_size].numpy(),
+                                                  *(() if s is None else (s[i:i + batch_size],))))
                           for i in range(0, len(x), batch_size)])  # N×C
     return {"n": int(len(x)), "agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
             "max_abs_diff": float(np.abs(ref - got).max())}
 
 
 def runner(fmt: str, data: bytes) -> Callable:
-    """float32 numpy N×1×H×W -> N×C probabilities, through the exported file's own runtime."""
+    """float32 numpy N×1×H×W (and N×G side vectors, for a side-input model) -> N×C probabilities,
+    through the exported file's own runtime."""
     FORMATS.get(fmt)
     if fmt == "onnx":
         session = onnx_session(data)
-        return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return lambda x, *side: session.run([OUTPUT_NAME], {INPUT_NAME: x, **({SIDE_NAME: side[0]} if side else {})})[0]
     module = torch.jit.load(io.BytesIO(data), map_location="cpu")
 
-    def run(x):
+    def run(x, *side):
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
+            return module(torch.from_numpy(x), *(torch.from_numpy(s) for s in side)).numpy()
 
     return run

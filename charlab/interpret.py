@@ -398,7 +398,7 @@ class Interpretation:
         except CharlabError:
             pred = None
         if pred is not None and tuple(imgs.shape[-2:]) == tuple(pred.input_shape):
-            p = pred.probs(imgs)  # n×C
+            p = pred.probs(imgs, side=ref.side[idx] if ref.side is not None else None)  # n×C
             correct = p.argmax(axis=1) == c
             score = p[:, c] + correct  # correct ones first, then by confidence
             return imgs[int(np.argmax(score)), 0].numpy()
@@ -407,7 +407,8 @@ class Interpretation:
     def saliency(self, i: int, kind: str = "grad_cam", class_idx=None) -> np.ndarray:
         """Grad-CAM / input-gradient map (H×W in [0,1]) of row i, for class_idx (default: predicted)."""
         c = int(self.preds[int(i)]) if class_idx is None else self.class_index(class_idx)
-        return self.get_predictor().saliency(self.image(i), kind=kind, class_idx=c)
+        side = self.dataset.side[int(i)].numpy() if self.dataset is not None and self.dataset.side is not None else None
+        return self.get_predictor().saliency(self.image(i), kind=kind, class_idx=c, side=side)
 
     # --- summaries -------------------------------------------------------------------
     def summary(self) -> dict:

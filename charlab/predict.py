@@ -107,6 +107,7 @@ class Explanation:
     top: list[tuple[str, float]]  # the top-k (label, probability), most likely first
     cam: np.ndarray  # H×W in [0,1]: Grad-CAM of the top class
     class_idx: int  # index of the top class
+    side: Optional[np.ndarray] = None  # float32 G: the side vector the model read (charlab.data.geometry), if any
 
 
 @dataclass
@@ -157,24 +158,44 @@ class Predictor:
         # label overrides are keyed by the training source's own paths: they do not follow to another source
         return replace(self.data_config, source=source, test_source=None, labels=None)
 
+    @property
+    def side_inputs(self) -> Optional[str]:
+        """The side-vector kind the model(s) read beside the image (charlab.data.geometry), or None."""
+        return getattr(self.data_config, "side_inputs", None) or None
+
     # --- images -> model input -------------------------------------------------------
     def prepare(self, pil_image) -> np.ndarray:
         """The H×W uint8 image (ink bright on dark) the model actually sees: S×S, or wide for digit sums."""
-        from .data import preprocess_image
+        return self.prepare_side(pil_image)[0]
 
-        arr = np.asarray(preprocess_image(pil_image, self.data_config, tuple(self.input_shape)))
+    def prepare_side(self, pil_image) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """(the image the model sees, the float32 G side vector of the ink on this image's own
+        frame, which is its page: the Draw canvas, a file, a photo; None for an image-only model)."""
+        from .data.preprocess import preprocess_image_side
+
+        arr, side = preprocess_image_side(pil_image, self.data_config, tuple(self.input_shape))
+        arr = np.asarray(arr)
         if arr.shape != tuple(self.input_shape):
             raise DataError(f"preprocessing gave a {arr.shape} image but the model expects {tuple(self.input_shape)}")
-        return arr
+        return arr, side
 
     def prepare_batch(self, pil_images: Sequence) -> torch.Tensor:
         """PIL images -> float32 N×1×H×W in [0, 1] (charlab's model input scale)."""
-        arrs = np.stack([self.prepare(im) for im in pil_images])  # N×H×W uint8
-        return torch.from_numpy(arrs).unsqueeze(1).float().div_(255.0)  # N×1×H×W
+        return self.prepare_inputs(pil_images)[0]
+
+    def prepare_inputs(self, pil_images: Sequence) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """PIL images -> (float32 N×1×H×W in [0, 1], float32 N×G side vectors or None)."""
+        done = [self.prepare_side(im) for im in pil_images]
+        x = torch.from_numpy(np.stack([a for a, _ in done])).unsqueeze(1).float().div_(255.0)  # N×1×H×W
+        side = torch.from_numpy(np.stack([s for _, s in done])) if self.side_inputs else None  # N×G
+        return x, side
 
     # --- model input -> probabilities ------------------------------------------------
-    def probs(self, batch, batch_size: int = 512, progress: Progress | None = None) -> np.ndarray:
-        """float N×1×H×W in [0,1] (uint8 is scaled) -> N×C probabilities, averaged over members."""
+    def probs(self, batch, batch_size: int = 512, progress: Progress | None = None,
+              side=None) -> np.ndarray:
+        """float N×1×H×W in [0,1] (uint8 is scaled) -> N×C probabilities, averaged over members.
+        A side-input model also needs `side`, float N×G (`prepare_inputs`, `CharDataset.side`)."""
+        side = self._check_side(side)
         x = torch.as_tensor(batch)
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
@@ -185,9 +206,10 @@ class Predictor:
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 xb = x[start:start + batch_size].to(self.device, torch.float32)
+                extra = () if side is None else (side[start:start + batch_size].to(self.device),)  # B×G
                 acc = None
                 for model, perm in zip(self.models, self.perms):
-                    p = torch.softmax(model(xb).float(), dim=1)  # B×C
+                    p = torch.softmax(model(xb, *extra).float(), dim=1)  # B×C
                     if perm is not None:
                         p = p[:, perm]
                     acc = p if acc is None else acc + p
@@ -199,7 +221,26 @@ class Predictor:
     def predict_dataset(self, dataset, batch_size: int = 512, progress: Progress | None = None) -> np.ndarray:
         """A CharDataset (uint8 images) -> N×C probabilities."""
         self.check_shape(tuple(dataset.images.shape[-2:]))
-        return self.probs(dataset.images, batch_size=batch_size, progress=progress)
+        return self.probs(dataset.images, batch_size=batch_size, progress=progress, side=dataset.side)
+
+    def _check_side(self, side) -> Optional[torch.Tensor]:
+        """The side vectors as a float tensor, or a DataError saying what is missing."""
+        if not self.side_inputs:
+            return None  # an image-only model: a dataset's side vectors are simply not used
+        if side is None:
+            raise DataError(f"this model also reads the ink's size and position on its page (side inputs "
+                            f"{self.side_inputs!r}), and these images come without them: load the data with the "
+                            "checkpoint's preprocessing (Predictor.data_config_for(source)) or pass raw images "
+                            "(predict_images)")
+        return torch.as_tensor(side, dtype=torch.float32).reshape(len(side), -1)  # N×G
+
+    def bound(self, model: nn.Module, side) -> nn.Module:
+        """`model` callable as model(x) with the side vector(s) `side` (1×G or N×G) bound, for
+        image-only code (Grad-CAM); the model itself when it reads no side inputs."""
+        from .models import BoundSide
+
+        side = self._check_side(side)
+        return model if side is None else BoundSide(model, side.to(self.device))
 
     def check_shape(self, hw: tuple[int, int]) -> None:
         if tuple(hw) != tuple(self.input_shape):
@@ -216,7 +257,8 @@ class Predictor:
         """Raw PIL images (any size, mode or polarity) -> per image the top-k (label, prob)."""
         if not len(pil_images):
             return []
-        return self.topk(self.probs(self.prepare_batch(pil_images)), top_k)
+        x, side = self.prepare_inputs(pil_images)
+        return self.topk(self.probs(x, side=side), top_k)
 
     # --- one image, everything the Draw page shows --------------------------------------
     def explain(self, image, top_k: int = 5) -> "Explanation":
@@ -225,10 +267,11 @@ class Predictor:
         come from that same pass)."""
         from . import saliency
 
-        seen = self.prepare(image)  # H×W uint8
+        seen, side = self.prepare_side(image)  # H×W uint8, G float32 or None
         x = saliency.as_input(seen).to(self.device)  # 1×1×H×W float in [0,1]
+        side = None if side is None else side[None]  # 1×G
         with contextlib.ExitStack() as stack:
-            passes = [stack.enter_context(saliency.cam_forward(m, x)) for m in self.models]
+            passes = [stack.enter_context(saliency.cam_forward(self.bound(m, side), x)) for m in self.models]
             probs = None
             for (logits, _), perm in zip(passes, self.perms):
                 p = torch.softmax(logits.float(), dim=1)[0]  # C, in that member's class order
@@ -239,22 +282,25 @@ class Predictor:
             maps = [cam(c if perm is None else int(perm[c])) for (_, cam), perm in zip(passes, self.perms)]
         m = np.mean(maps, axis=0)
         return Explanation(image=seen, probs=probs, top=self.topk(probs[None], top_k)[0],
-                           cam=m / m.max() if m.max() > 0 else m, class_idx=c)
+                           cam=m / m.max() if m.max() > 0 else m, class_idx=c,
+                           side=None if side is None else side[0])
 
     # --- saliency, averaged over members ---------------------------------------------
-    def saliency(self, image, kind: str = "grad_cam", class_idx: int | None = None) -> np.ndarray:
+    def saliency(self, image, kind: str = "grad_cam", class_idx: int | None = None, side=None) -> np.ndarray:
         """Grad-CAM or input-gradient map (H×W in [0,1]) of a prepared S×S image, for `class_idx`
-        (default: the predicted class), averaged over ensemble members."""
+        (default: the predicted class), averaged over ensemble members. A side-input model also
+        needs that image's side vector (`side`, G or 1×G)."""
         from . import saliency
 
         fn = saliency.SALIENCY.get(kind).fn  # an unknown kind fails listing the valid ones
         x = saliency.as_input(image)
+        side = None if side is None else np.asarray(side, np.float32).reshape(1, -1)  # 1×G
         if class_idx is None:
-            class_idx = int(self.probs(x).argmax(axis=1)[0])
+            class_idx = int(self.probs(x, side=side).argmax(axis=1)[0])
         maps = []
         for model, perm in zip(self.models, self.perms):
             c = class_idx if perm is None else int(perm[class_idx])  # that member's own index of the class
-            maps.append(fn(model, x, class_idx=c))
+            maps.append(fn(self.bound(model, side), x, class_idx=c))
         m = np.mean(maps, axis=0)
         return m / m.max() if m.max() > 0 else m
 

@@ -54,25 +54,33 @@ def run(args: argparse.Namespace) -> dict:
             from ..export import INPUT_NAME, OUTPUT_NAME, onnx_session
 
             session = onnx_session(data, threads=args.threads)
-            runners[fmt] = lambda x, s=session: s.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            from ..export import SIDE_NAME
+
+            runners[fmt] = lambda x, *side, s=session: s.run([OUTPUT_NAME], {INPUT_NAME: x, **(
+                {SIDE_NAME: side[0]} if side else {})})[0]
         else:
             runners[fmt] = runner(fmt, data)
-        got = compare(predictor, runners[fmt], test.images)
+        got = compare(predictor, runners[fmt], test.images, side=test.side)
         out[f"{fmt}_agreement"] = got["agreement"]
         out[f"{fmt}_max_abs_diff"] = got["max_abs_diff"]
 
     x = test.images.float().div(255.0)  # N×1×H×W
     n = min(max(1, args.latency_images), len(x))
-    timed = {"torch": lambda xb: predictor.probs(xb), **{f: (lambda xb, r=r: r(xb.numpy())) for f, r in runners.items()}}
+    side = test.side if predictor.side_inputs else None  # float N×G for a side-input model
+
+    def side_of(a: int, b: int) -> tuple:
+        return () if side is None else (side[a:b].numpy(),)
+
+    timed = {"torch": lambda a, b: predictor.probs(x[a:b], side=side[a:b] if side is not None else None),
+             **{f: (lambda a, b, r=r: r(x[a:b].numpy(), *side_of(a, b))) for f, r in runners.items()}}
     for fn in timed.values():  # warm-up: first calls allocate
         for i in range(5):
-            fn(x[i:i + 1])
+            fn(i, i + 1)
     lat: dict[str, list[float]] = {k: [] for k in timed}
     for i in range(n):
-        xb = x[i:i + 1]  # 1×1×H×W
-        for k in (list(timed) if i % 2 == 0 else list(timed)[::-1]):
+        for k in (list(timed) if i % 2 == 0 else list(timed)[::-1]):  # one 1×1×H×W image
             t = time.perf_counter()
-            timed[k](xb)
+            timed[k](i, i + 1)
             lat[k].append(time.perf_counter() - t)
     for k, v in lat.items():
         out[f"{k}_batch1_median_ms"] = 1000 * statistics.median(v)
@@ -80,6 +88,6 @@ def run(args: argparse.Namespace) -> dict:
     for k, fn in timed.items():  # throughput on the whole split at batch 256
         t = time.perf_counter()
         for s in range(0, len(x), 256):
-            fn(x[s:s + 256])
+            fn(s, s + 256)
         out[f"{k}_batch256_img_per_s"] = len(x) / (time.perf_counter() - t)
     return out

@@ -16,6 +16,9 @@ Candidates (`--candidates a,b`, see CANDIDATES) are trained on trainPart1 only:
 - `pretrain`: `strokes`, starting from a charnet pretrained on the synthetic handwriting in the
   same run (the pretraining's CPU time is counted);
 - `mix`: `strokes` with synthetic handwriting mixed into the training split;
+- `side`: `strokes`, and the head also reads the ink's box on its page before the crop (size,
+  position, aspect; DataConfig.side_inputs, charlab.data.geometry); the stroke set's box is
+  measured on the canvas, the page it is drawn on;
 - `distill`: `strokes`, also learning the softened predictions of `--teacher FILE` (an ensemble
   file of `charlab ensemble`; TrainConfig.teacher). With `--on val` the teacher's members must
   have held out the same validation split, or its decision would rest on images it saw.
@@ -96,6 +99,14 @@ def _distill(cfg, ctx):
     """`strokes`, also learning the softened predictions of the --teacher checkpoint (an ensemble distilled into one model)."""
     cfg.data.strokes = 2
     cfg.teacher = ctx["teacher"](cfg)
+    return cfg
+
+
+@CANDIDATES.register("side")
+def _side(cfg, ctx):
+    """`strokes`, and the head also reads the ink's box on its page (size, position, aspect; DataConfig.side_inputs "box")."""
+    cfg.data.strokes = 2
+    cfg.data.side_inputs = "box"
     return cfg
 
 
@@ -260,8 +271,10 @@ def run(args: argparse.Namespace) -> dict:
                 res = fit(cfg, root / new_run_id(name), splits=splits, progress=bar)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 classes = res.classes
-                p_img = evaluate(res.model, evalset.images, evalset.labels, len(classes), return_probs=True)["probs"]
-                p_str = evaluate(res.model, strokes.images, strokes.labels, len(classes), return_probs=True)["probs"]
+                p_img = evaluate(res.model, evalset.images, evalset.labels, len(classes), return_probs=True,
+                                 side=evalset.side)["probs"]
+                p_str = evaluate(res.model, strokes.images, strokes.labels, len(classes), return_probs=True,
+                                 side=strokes.side)["probs"]
                 members.append({"seed": args.seed + k, "n_train": len(splits.train), "epochs": len(res.history),
                                 "train_seconds": round(wall, 1), "train_cpu_seconds": round(cpu, 1),
                                 "threads": torch.get_num_threads(), **_both(p_img, p_str, evalset, strokes, classes)})

@@ -36,10 +36,12 @@ def predict_files(predictor, paths: list[str], top: int = 5, lookalikes=None) ->
     from ..data import open_image
 
     results: list[dict] = [{"path": p} for p in paths]
-    ok, arrays = [], []
+    ok, arrays, sides = [], [], []
     for i, path in enumerate(paths):
         try:
-            arrays.append(predictor.prepare(open_image(path)))
+            arr, side = predictor.prepare_side(open_image(path))  # side: the file's own frame is its page
+            arrays.append(arr)
+            sides.append(side)
             ok.append(i)
         except CharlabError as e:
             results[i]["error"] = str(e)
@@ -49,7 +51,7 @@ def predict_files(predictor, paths: list[str], top: int = 5, lookalikes=None) ->
         from ..lookalike import grouped_top
 
         batch = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # N×1×H×W uint8
-        probs = predictor.probs(batch)  # N×C
+        probs = predictor.probs(batch, side=np.stack(sides) if predictor.side_inputs else None)  # N×C
         for i, row, tops in zip(ok, probs, predictor.topk(probs, top)):
             results[i]["top"] = [{"label": label, "prob": prob} for label, prob in tops]
             g = grouped_top(row, predictor.classes, lookalikes) if lookalikes is not None else None

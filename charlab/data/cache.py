@@ -36,6 +36,8 @@ def prep_options(cfg: DataConfig) -> dict:
     opts = {**cfg.preprocessing(), "preprocess": PREPROCESS_VERSION}
     if not opts.get("stroke_norm"):
         opts.pop("stroke_norm", None)  # absent when off: old entries stay valid
+    if not opts.get("side_inputs"):
+        opts.pop("side_inputs", None)
     return opts
 
 

@@ -52,6 +52,12 @@ class CharDataset:
         return len(self.labels)
 
     @property
+    def side(self) -> Optional["torch.Tensor"]:
+        """float32 N×G side vectors (charlab.data.geometry: the ink's box on its page, before the
+        crop) when the source kept them (`DataConfig.side_inputs`), else None."""
+        return self.info.get("side")
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 

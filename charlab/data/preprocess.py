@@ -192,16 +192,46 @@ def reduce_large(img: Image.Image, size: int) -> Image.Image:
     return img.reduce(k)
 
 
-def preprocess_image(img: Image.Image, cfg: DataConfig, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Any Pillow image -> uint8 S×S (or `shape`), ink bright on dark (see the module docstring for the steps)."""
+def page_ink(img: Image.Image, cfg: DataConfig) -> np.ndarray:
+    """Any Pillow image -> its whole page as ink-bright uint8 H×W (steps 1-2, before the crop):
+    upright, very large images shrunk by an integer factor (relative geometry kept)."""
     if img.format == "JPEG" and img.getexif().get(0x0112, 1) != 1:  # phone photos store their rotation in EXIF
         img = ImageOps.exif_transpose(img)
     img = reduce_large(img, cfg.image_size)
     gray, ink_bright = to_gray(img, cfg)
-    return preprocess_array(gray, cfg, ink_bright=ink_bright, shape=shape)
+    return orient(gray, cfg, ink_bright=ink_bright)
+
+
+def preprocess_image(img: Image.Image, cfg: DataConfig, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Any Pillow image -> uint8 S×S (or `shape`), ink bright on dark (see the module docstring for the steps)."""
+    return preprocess_ink(page_ink(img, cfg), cfg, shape)
+
+
+def preprocess_image_side(img: Image.Image, cfg: DataConfig, shape: tuple[int, int] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`preprocess_image`, and the side vector (float32 G, charlab.data.geometry) of the ink on
+    this image's page, measured before the crop; None when `cfg.side_inputs` is off."""
+    ink = page_ink(img, cfg)
+    return preprocess_ink(ink, cfg, shape), _side(ink, cfg)
 
 
 def preprocess_array(gray: np.ndarray, cfg: DataConfig, *, ink_bright: bool = False,
                      shape: tuple[int, int] | None = None) -> np.ndarray:
     """A single-channel uint8 H×W of either polarity (a CSV row, an idx image) -> uint8 S×S (or `shape`)."""
     return preprocess_ink(orient(gray, cfg, ink_bright=ink_bright), cfg, shape)
+
+
+def preprocess_array_side(gray: np.ndarray, cfg: DataConfig, *, ink_bright: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`preprocess_array` and the side vector of the array as its own page (None when off)."""
+    ink = orient(gray, cfg, ink_bright=ink_bright)
+    return preprocess_ink(ink, cfg), _side(ink, cfg)
+
+
+def _side(ink: np.ndarray, cfg: DataConfig) -> np.ndarray | None:
+    kind = getattr(cfg, "side_inputs", None)
+    if not kind:
+        return None
+    from .geometry import page_side
+
+    return page_side(kind, ink)

@@ -259,16 +259,20 @@ def stroke_image(img: Image.Image, cfg: DataConfig, pen: float = PEN_PX,
 
 
 # --------------------------------------------------------------------------- datasets
-def _render_one(job: tuple) -> np.ndarray:
+def _render_one(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """-> (uint8 K×S×S, float32 K×G side vectors measured on the canvas; G = 0 when off)."""
     ref, cfg_dict, pens = job
     from ..config import from_dict
+    from .geometry import side_dim
+    from .preprocess import preprocess_image_side
     from .sources import open_image
 
     cfg = from_dict(DataConfig, cfg_dict)
     lines = image_strokes(open_image(ref), cfg)
-    from .preprocess import preprocess_image
-
-    return np.stack([preprocess_image(render_strokes(lines, p), cfg) for p in pens])  # K×S×S
+    done = [preprocess_image_side(render_strokes(lines, p), cfg) for p in pens]
+    side = np.stack([s if s is not None else np.zeros(0, np.float32) for _, s in done]).reshape(len(pens), -1)
+    assert side.shape[1] == side_dim(cfg.side_inputs)
+    return np.stack([a for a, _ in done]), side  # K×S×S, K×G
 
 
 def pen_widths(n_images: int, k: int, seed: int, pens: tuple[float, float] = (10.0, 32.0)) -> np.ndarray:
@@ -305,17 +309,19 @@ def stroke_dataset(ds, cfg: DataConfig, pens, progress: Optional[Progress] = Non
         return cached
     cfg_dict = to_dict(cfg)
     jobs = [(ref, cfg_dict, tuple(widths[i])) for i, ref in enumerate(ds.paths)]
-    out = _map(jobs, progress)  # N×K×S×S
+    out, side = _map(jobs, progress)  # N×K×S×S, N×K×G
     s = out.shape[-1]
     rep = lambda xs: [x for x in xs for _ in range(k)] if xs is not None else None  # noqa: E731
     res = CharDataset(images=torch.from_numpy(out.reshape(n * k, 1, s, s)), labels=labels, classes=list(ds.classes),
                       paths=rep(ds.paths), source=f"strokes({ds.source})", hashes=rep(ds.hashes),
                       info={"pen": torch.from_numpy(widths.reshape(-1).astype(np.float32))})
+    if cfg.side_inputs:  # the canvas is the redrawing's page (to_canvas: page height = canvas side)
+        res.info["side"] = torch.from_numpy(np.ascontiguousarray(side.reshape(n * k, -1)))  # (N·K)×G
     save_cached(key, res)
     return res
 
 
-def _map(jobs: list, progress: Optional[Progress]) -> np.ndarray:
+def _map(jobs: list, progress: Optional[Progress]) -> tuple[np.ndarray, np.ndarray]:
     """Render the jobs over a small process pool (thinning is CPU-bound Python + numpy)."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -334,7 +340,7 @@ def _map(jobs: list, progress: Optional[Progress]) -> np.ndarray:
                 results.append(r)
                 if progress:
                     progress(i + 1, len(jobs), "drawing strokes")
-    return np.stack(results)
+    return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])  # N×K×S×S, N×K×G
 
 
 def with_strokes(train, full, index: np.ndarray, cfg: DataConfig, progress: Optional[Progress] = None):
@@ -357,6 +363,8 @@ def with_strokes(train, full, index: np.ndarray, cfg: DataConfig, progress: Opti
                                  for h, p in zip(copies.hashes, copies.info["pen"].tolist())]
     paths = train.paths + copies.paths if train.paths is not None and copies.paths is not None else None
     info = {key: v for key, v in train.info.items() if not (isinstance(v, torch.Tensor) and len(v) == len(train))}
+    if train.side is not None:
+        info["side"] = torch.cat([train.side, copies.side])  # float32 (N + N·K)×G
     return CharDataset(images=torch.cat([train.images, copies.images]), labels=torch.cat([train.labels, copies.labels]),
                        classes=list(train.classes), paths=paths, skipped=list(train.skipped), source=train.source,
                        info=info, hashes=hashes)

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import CharlabError
 from ..registry import Registry
-from ._layers import image_hw
+from ._layers import BoundSide, ConvClassifier, image_hw
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 _META: dict[str, dict] = {}  # name -> {"report", "supports_non_square"}; written only at import time
@@ -78,8 +78,11 @@ def _positive_int(what: str, value) -> int:
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 1, image_size: int | tuple[int, int] = 28,
-                 **kwargs) -> nn.Module:
-    """Build model `name` for `num_classes` classes on in_chans×H×W images, in train mode."""
+                 side_inputs: Optional[str] = None, **kwargs) -> nn.Module:
+    """Build model `name` for `num_classes` classes on in_chans×H×W images, in train mode.
+
+    `side_inputs` (a key of charlab.data.geometry.SIDE_INPUTS, as DataConfig.side_inputs) makes
+    its head also take that side vector: `model(x, side)`, side float N×G."""
     builder = MODELS.get(name)  # unknown name -> UnknownNameError listing the valid ones
     num_classes = _positive_int("num_classes", num_classes)
     in_chans = _positive_int("in_chans", in_chans)
@@ -93,7 +96,18 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, image_size: int
     if unknown and not takes_any:
         valid = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise CharlabError(f"model {name!r} has no option {', '.join(unknown)}; it takes: {valid}")
-    return builder(num_classes, in_chans, image_size, **kwargs)
+    model = builder(num_classes, in_chans, image_size, **kwargs)
+    if side_inputs:
+        if not isinstance(model, ConvClassifier):
+            raise CharlabError(f"model {name!r} ({type(model).__name__}) cannot take side inputs: only the zoo's "
+                               "ConvClassifier head concatenates them")
+        model.add_side_inputs(side_inputs)
+    return model
+
+
+def side_dim(model: nn.Module) -> int:
+    """Length of the side vector `model` reads beside the image (0: the image alone)."""
+    return int(getattr(getattr(model, "module", model), "side_dim", 0))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -163,4 +177,4 @@ def _discover() -> None:
 _discover()
 
 __all__ = ["register_model", "list_models", "create_model", "model_options", "model_info", "count_parameters",
-           "replace_head", "head_parameters", "body_parameters", "MODELS"]
+           "replace_head", "head_parameters", "body_parameters", "side_dim", "BoundSide", "MODELS"]

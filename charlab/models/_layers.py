@@ -133,6 +133,47 @@ def feature_shape(module: nn.Module, in_chans: int, hw: tuple[int, int], what: s
     return int(y.shape[1]), int(y.shape[2]), int(y.shape[3])
 
 
+SIDE_FEATURES = 32  # width of the side vector's embedding beside the image features
+
+
+class SideNoise(nn.Module):
+    """The side kind's training-time jitter (charlab.data.geometry), in train mode only; drawn
+    from torch's global RNG, which fit() seeds per epoch as it does for dropout."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, side: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return side
+        from ..data.geometry import side_kind
+
+        return side_kind(self.kind).jitter(side)  # N×G
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+class BoundSide(nn.Module):
+    """A side-input model with one batch's side vectors bound, callable as model(x): what
+    image-only code (saliency, Grad-CAM) calls. Made per call and holding no state of its own, so
+    a model shared across sessions is never changed. side: float 1×G (broadcast) or N×G."""
+
+    def __init__(self, model: nn.Module, side: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.side = side
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.model.cam_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = self.side.to(x.device)
+        return self.model(x, side.expand(len(x), -1) if len(side) == 1 else side)
+
+
 class ConvClassifier(nn.Module):
     """features -> pool -> flatten -> neck -> head, logits divided by the softmax temperature.
 
@@ -168,9 +209,33 @@ class ConvClassifier(nn.Module):
         """Last conv feature module with spatial extent; Grad-CAM hooks its N×C×h×w output."""
         return self.get_submodule(self._cam)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    side_dim = 0  # length of the side vector the head also takes (add_side_inputs); 0 = the image alone
+
+    def add_side_inputs(self, kind: str) -> "ConvClassifier":
+        """Make the head take a side vector of `kind` (charlab.data.geometry) beside the image:
+        side N×G -> training noise (train mode only, like dropout) -> BatchNorm (standardises it
+        on the training data's statistics) -> Linear G→32 -> ReLU -> Linear 32→32 -> ReLU, concatenated
+        with the neck's output before a new, wider head. Called right after building, before training."""
+        from ..data.geometry import side_kind
+
+        g = side_kind(kind).dim
+        self.side_kind, self.side_dim = kind, g
+        self.side_net = nn.Sequential(SideNoise(kind), nn.BatchNorm1d(g), nn.Linear(g, SIDE_FEATURES), nn.ReLU(),
+                                      nn.Linear(SIDE_FEATURES, SIDE_FEATURES), nn.ReLU())  # N×G -> N×32
+        self.head = nn.Linear(self.head.in_features + SIDE_FEATURES, self.num_classes)  # N×(head_in+32) -> N×classes
+        return self
+
+    def forward(self, x: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
         z = self.pool(self.features(x)).flatten(1)  # N×(C·gh·gw)
-        logits = self.head(self.neck(z))  # N×classes
+        h = self.neck(z)  # N×head_in
+        if self.side_dim:
+            if side is None:
+                raise CharlabError(f"this model also reads the ink's size and position on its page "
+                                   f"(side inputs {self.side_kind!r}); pass them: model(x, side)")
+            h = torch.cat([h, self.side_net(side.to(h.dtype))], dim=1)  # N×(head_in+32)
+        elif side is not None:
+            raise CharlabError("this model takes no side inputs (it was built without DataConfig.side_inputs)")
+        logits = self.head(h)  # N×classes
         return logits if self.temperature == 1.0 else logits / self.temperature
 
     def extra_repr(self) -> str:

@@ -104,6 +104,8 @@ class _Run:
     loss_fn: nn.Module
     channels_last: bool
     teacher: Optional[nn.Module] = None  # charlab.training.distill.Teacher when config.teacher is set
+    val_side: Optional[torch.Tensor] = None  # this rank's float N×G side vectors of val / test (DataConfig.side_inputs)
+    test_side: Optional[torch.Tensor] = None
 
 
 def _fit(config: TrainConfig, rec, run_dir: Optional[Path], env: distributed.DistEnv, device: torch.device,
@@ -207,7 +209,15 @@ def _setup(config: TrainConfig, env: distributed.DistEnv, device: torch.device, 
     if env.enabled:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     return _Run(config, env, device, classes, input_shape, _shard(val, env, device) if has_val else None,
-                _shard(test, env, device), notes, state, batches, train_model, loss_fn, channels_last, teacher)
+                _shard(test, env, device), notes, state, batches, train_model, loss_fn, channels_last, teacher,
+                val_side=_shard_side(val, env, device) if has_val else None, test_side=_shard_side(test, env, device))
+
+
+def _shard_side(ds, env: distributed.DistEnv, device: torch.device) -> Optional[torch.Tensor]:
+    """This rank's share of an evaluation split's side vectors (float N×G), None without them."""
+    if ds is None or len(ds) == 0 or ds.side is None:
+        return None
+    return on_device(ds.side[env.rank::env.world_size], device)
 
 
 def _shard(ds, env: distributed.DistEnv, device: torch.device):
@@ -282,7 +292,7 @@ def _epoch_row(r: _Run, epoch: int, sums: torch.Tensor, wall_s: float, elapsed_s
     loss_sum, correct, n, seconds = sums.tolist()
     row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
     if r.val is not None:
-        m = evaluate(r.state.eval_model, *r.val, len(r.classes), batch_size=EVAL_BATCH, device=r.device,
+        m = evaluate(r.state.eval_model, *r.val, len(r.classes), batch_size=EVAL_BATCH, device=r.device, side=r.val_side,
                      channels_last=r.channels_last, bf16=r.config.bf16)
         row.update(val_loss=m["loss"], val_acc=m["acc"], val_macro_f1=m["macro_f1"])
     carried_s = float(r.state.carried(epoch)[3])  # a resumed epoch's seconds before the stop
@@ -321,7 +331,7 @@ def _finish(r: _Run, reason: str, history: list[dict], rec, run_dir: Optional[Pa
     model.eval()
     test_metrics = None
     if reason != "stop_request" and r.test is not None:
-        m = evaluate(model, *r.test, len(r.classes), batch_size=EVAL_BATCH, device=r.device,
+        m = evaluate(model, *r.test, len(r.classes), batch_size=EVAL_BATCH, device=r.device, side=r.test_side,
                      channels_last=r.channels_last, bf16=r.config.bf16)
         test_metrics = {"test_loss": m["loss"], "test_acc": m["acc"], "test_macro_f1": m["macro_f1"], "n": m["n"]}
         say(f"test (best weights, epoch {stopper.best_epoch}): acc {m['acc']:.4f} macro-F1 {m['macro_f1']:.4f} "
@@ -355,7 +365,7 @@ def _lookalikes(model: nn.Module, r: _Run) -> dict:
     the validation split, for best.pt: the Draw page and `predict` name look-alike twins together."""
     from ..lookalike import learn
 
-    m = evaluate(model, *r.val, len(r.classes), batch_size=EVAL_BATCH, device=r.device, return_probs=True,
+    m = evaluate(model, *r.val, len(r.classes), batch_size=EVAL_BATCH, device=r.device, return_probs=True, side=r.val_side,
                  channels_last=r.channels_last, bf16=r.config.bf16)
     return learn(m["probs"].float().numpy(), r.val[1].cpu().numpy(), r.classes).to_dict()
 
@@ -392,7 +402,8 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
         kwargs = dict(config.model.kwargs)
         if config.model.pretrained:
             kwargs["pretrained"] = config.model.pretrained
-        return create_model(config.model.name, num_classes=len(classes), in_chans=1, image_size=input_shape, **kwargs)
+        return create_model(config.model.name, num_classes=len(classes), in_chans=1, image_size=input_shape,
+                            side_inputs=config.data.side_inputs, **kwargs)
     ck = load_checkpoint(config.init_from)  # CheckpointError names the file when missing, corrupt or foreign
     if ensemble_size(ck.state) > 1:  # one set of weights to start from: the file's first member
         notes.append(f"init_from {config.init_from} holds an ensemble of {ensemble_size(ck.state)} models; "
@@ -409,6 +420,9 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
         raise CheckpointError(f"--init-from {config.init_from} was trained on {ck.input_shape[0]}×{ck.input_shape[1]} "
                               f"images, this data is {input_shape[0]}×{input_shape[1]}; "
                               f"use --image-size {ck.input_shape[0]}")
+    if (ck.config.data.side_inputs or None) != (config.data.side_inputs or None):
+        raise CheckpointError(f"--init-from {config.init_from} has side inputs {ck.config.data.side_inputs!r}, this run "
+                              f"asks for {config.data.side_inputs!r}; both must read the same side vector")
     model = ck.model
     if list(ck.classes) != list(classes):
         model = replace_head(model, len(classes)) or model

@@ -33,12 +33,14 @@ class Batches:
     each global batch, so all ranks take the same number of optimiser steps.
 
     `start` skips batches already trained (a run stopped mid-epoch resumes there) and
-    `limit` caps the count (the --limit-batches debug mode).
+    `limit` caps the count (the --limit-batches debug mode). With `side` (float N×G side
+    vectors, charlab.data.geometry) each batch is (images, labels, side), else (images, labels).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int, *,
-                 start: int = 0, limit: Optional[int] = None, rank: int = 0, world_size: int = 1):
-        self.images, self.labels, self.order = images, labels, order
+                 start: int = 0, limit: Optional[int] = None, rank: int = 0, world_size: int = 1,
+                 side: Optional[torch.Tensor] = None):
+        self.images, self.labels, self.order, self.side = images, labels, order, side
         self.batch_size, self.start, self.rank, self.world = batch_size, start, rank, world_size
         # A last batch of fewer than 2 rows per rank is dropped: with none a rank has nothing to
         # train on, and with one a BatchNorm over a batch of one sample refuses to train.
@@ -51,7 +53,10 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for b in range(self.start, self.total):
             idx = self.order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
-            yield self.images[idx], self.labels[idx]  # uint8 n×1×H×W, int64 n
+            if self.side is None:
+                yield self.images[idx], self.labels[idx]  # uint8 n×1×H×W, int64 n
+            else:
+                yield self.images[idx], self.labels[idx], self.side[idx]  # … and float32 n×G
 
 
 def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -75,6 +80,7 @@ class EpochBatches:
         from ..balance import get_strategy
 
         self.images, self.labels = on_device(train.images, device), on_device(train.labels, device)
+        self.side = on_device(train.side, device) if train.side is not None else None  # float32 N×G or None
         self.config, self.env, self.seed_of = config, env, seed_of
         self.strategy = get_strategy(config.balance)
         self.limit = 1 if config.overfit_batch else config.limit_batches
@@ -88,7 +94,8 @@ class EpochBatches:
 
     def __call__(self, epoch: int, start: int = 0) -> Batches:
         return Batches(self.images, self.labels, self.order(epoch).to(self.images.device), self.config.batch_size,
-                       start=start, limit=self.limit, rank=self.env.rank, world_size=self.env.world_size)
+                       start=start, limit=self.limit, rank=self.env.rank, world_size=self.env.world_size,
+                       side=self.side)
 
 
 def train_augment(x: torch.Tensor, augment_cfg, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -149,12 +156,15 @@ def spare_a_thread(model: nn.Module, batch: torch.Tensor, augment_cfg, channels_
             fn()
             best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
 
+        from ..models import side_dim
+
+        side = (torch.zeros(len(x), side_dim(probe)),) if side_dim(probe) else ()  # a side-input model's N×G
         with torch.random.fork_rng(devices=[]):  # the probe must not move the run's random streams
             try:
                 for round_ in range(6):  # interleaved, so a load spike hits all three; round 0 warms up
                     for t in (threads, threads - 1):
                         torch.set_num_threads(t)
-                        timed(t, lambda: probe(xs).float().sum().backward())
+                        timed(t, lambda: probe(xs, *side).float().sum().backward())
                     torch.set_num_threads(1)
                     timed("augment", lambda: augment_batch(x, augment_cfg, None))
                     if round_ == 0:
@@ -191,9 +201,10 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
     """
     threads = torch.get_num_threads()
     if not _can_augment_ahead(device, augment_cfg):
-        for x, y in batches:
+        for x, y, *side in batches:  # side: [float N×G] for a side-input dataset, else []
             x = to_float(x.to(device, non_blocking=True))  # uint8 -> float32 N×1×H×W in [0, 1]
-            yield train_augment(x, augment_cfg, generator), y.to(device, non_blocking=True)
+            yield (train_augment(x, augment_cfg, generator), y.to(device, non_blocking=True),
+                   *(s.to(device, non_blocking=True) for s in side))
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -209,15 +220,15 @@ def augmented_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], devi
             pending = None
             return
         before = generator.get_state() if generator is not None else None
-        pending = (pool.submit(_augment_on_one_thread, nxt[0], augment_cfg, generator), nxt[1])
+        pending = (pool.submit(_augment_on_one_thread, nxt[0], augment_cfg, generator), *nxt[1:])
 
     try:
         submit()
         while pending is not None:
-            future, y = pending
+            future, *rest = pending  # rest: labels (and side vectors)
             x = future.result()
             submit()
-            yield x, y
+            yield x, *rest
     finally:
         if pending is not None:  # stopped with one batch augmented ahead: un-draw it
             pending[0].exception()  # waits for it; an error of its own is not raised over the one in flight
@@ -265,12 +276,12 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     t0 = time.perf_counter()
     feed = _feed(model, batches, device, augment_cfg, generator, channels_last)
     try:
-        for x, y in feed:
+        for x, y, *side in feed:  # side: [float N×G] for a side-input model's data, else []
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x).float()  # N×C
-                soft = teacher(x) if teacher is not None else None  # N×C probabilities, no grad
+                logits = model(x, *side).float()  # N×C
+                soft = teacher(x, *side) if teacher is not None else None  # N×C probabilities, no grad
             loss = loss_fn(logits, y) if soft is None else loss_fn(logits, y, soft)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -306,9 +317,10 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
              batch_size: int = 512, device: torch.device | str = "cpu", return_probs: bool = False,
-             channels_last: bool = False, bf16: bool = False) -> dict:
+             channels_last: bool = False, bf16: bool = False, side: Optional[torch.Tensor] = None) -> dict:
     """Loss (plain cross-entropy: no smoothing or class weights, so runs with different
-    recipes compare), accuracy and macro-F1 of `model` on uint8 `images`.
+    recipes compare), accuracy and macro-F1 of `model` on uint8 `images` (and their float N×G
+    `side` vectors, for a side-input model).
 
     Under DDP pass each rank its own shard: the loss sum and the confusion matrix are
     all-reduced, so every rank returns the metrics of the whole split. `probs` (N×C, CPU)
@@ -324,8 +336,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_c
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = labels[i:i + batch_size].to(device)
+        extra = () if side is None else (side[i:i + batch_size].to(device),)  # float B×G
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).float()  # N×C
+            logits = model(x, *extra).float()  # N×C
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         cm += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
         if return_probs:

@@ -37,14 +37,25 @@ def load_source(source: str, cfg: DataConfig | None = None, *, split: str = "tra
     cfg = cfg or DataConfig()
     cfg.validate()
     check_split(split)
-    return resolve(source).load(cfg, split, progress)
+    return _has_side(resolve(source).load(cfg, split, progress), cfg, source)
 
 
 def load_test_source(source: str, cfg: DataConfig, progress: Progress | None = None, *,
                      train_source: str | None = None) -> "CharDataset":
     """An explicit test source: its own test part when it has one (a test/ folder, MNIST's t10k),
     otherwise all of it. A CSV test source with numeric labels names them like `train_source`."""
-    return resolve(source).load_test(cfg, progress, train_source)
+    return _has_side(resolve(source).load_test(cfg, progress, train_source), cfg, source)
+
+
+def _has_side(ds: Optional["CharDataset"], cfg: DataConfig, source: str) -> Optional["CharDataset"]:
+    """Side inputs (charlab.data.geometry) come from pages: image files (a folder or zip). A CSV
+    row, an idx image, a synthetic glyph or a digit-sum composite has no page to measure."""
+    if ds is not None and cfg.side_inputs and ds.side is None:
+        from ...errors import DataError
+
+        raise DataError(f"side inputs ({cfg.side_inputs!r}) need image files on their pages (a folder or zip); "
+                        f"{source} has no page to measure them on; turn side inputs off for it")
+    return ds
 
 
 def source_counts(source: str, progress: Progress | None = None, *, split: str = "train") -> Counts:

@@ -286,7 +286,7 @@ def _load_path(path: Path, source: str, cfg: DataConfig, role: str, progress: Pr
     skipped = listing.skipped + lay.skipped
     if not items:
         raise _no_images_error(path, skipped)
-    images, failed, hashes = decode_files(listing.kind, listing.root, [rel for rel, _ in items], cfg, progress,
+    images, failed, hashes, side = decode_files(listing.kind, listing.root, [rel for rel, _ in items], cfg, progress,
                                           f"decoding {path.name}")
     bad = {i for i, _ in failed}
     skipped += [{"path": listing.ref(items[i][0]), "reason": reason} for i, reason in failed]
@@ -296,9 +296,13 @@ def _load_path(path: Path, source: str, cfg: DataConfig, role: str, progress: Pr
     kept_classes = {items[i][1] for i in keep}
     for cls in sort_classes({c for _, c in items} - kept_classes):
         skipped.append({"path": f"{listing.root} [{cls}]", "reason": "no usable image in class folder"})
+    info = {"root": str(listing.root), "kind": listing.kind, "part": role, "notes": lay.notes}
+    if cfg.side_inputs:
+        import torch
+
+        info["side"] = torch.from_numpy(np.ascontiguousarray(side[keep]))  # float32 N×G: CharDataset.side
     ds = build_dataset(images[keep], [items[i][1] for i in keep], [listing.ref(items[i][0]) for i in keep], skipped,
-                       source, {"root": str(listing.root), "kind": listing.kind, "part": role, "notes": lay.notes},
-                       hashes=[hashes[i] for i in keep])
+                       source, info, hashes=[hashes[i] for i in keep])
     cache.save_cached(key, ds)
     return ds
 

@@ -24,7 +24,8 @@ from PIL import Image, ImageOps
 from ...config import DataConfig
 from .._registry import Progress
 from ..dataset import content_hash
-from ..preprocess import MAX_IMAGE_PIXELS, preprocess_array, preprocess_image
+from ..geometry import side_dim
+from ..preprocess import MAX_IMAGE_PIXELS, preprocess_array, preprocess_image_side
 
 if TYPE_CHECKING:  # building a dataset needs torch; importing this module (the sidebar does) must not
     from ..dataset import CharDataset
@@ -68,8 +69,13 @@ def read_image(data: bytes, draft_size: Optional[int] = None, grayscale: bool = 
 
 def decode_image_bytes(data: bytes, cfg: DataConfig) -> np.ndarray:
     """Encoded image bytes -> uint8 S×S. Raises on anything unreadable (the caller records why)."""
+    return decode_image_side(data, cfg)[0]
+
+
+def decode_image_side(data: bytes, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """Encoded image bytes -> (uint8 S×S, the side vector of the file's page or None when off)."""
     # keep >= 8*S px for the precise resize
-    return preprocess_image(read_image(data, 8 * cfg.image_size, cfg.grayscale), cfg)
+    return preprocess_image_side(read_image(data, 8 * cfg.image_size, cfg.grayscale), cfg)
 
 
 def skip_reason(e: BaseException) -> str:
@@ -96,20 +102,24 @@ def _read_bytes(kind: str, root: str, rel: str) -> bytes:
         return f.read()
 
 
-def _decode_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]], list[str]]:
+def _decode_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]], list[str], np.ndarray]:
     """Worker: decode one chunk of files; failures come back as (index in chunk, reason).
-    Also the content hash of each file's bytes ("" for a failed one), read here anyway."""
+    Also the content hash of each file's bytes ("" for a failed one), read here anyway, and
+    each page's side vector (n×G float32; G = 0 when cfg.side_inputs is off)."""
     kind, root, rels, cfg = job
     out = np.zeros((len(rels), cfg.image_size, cfg.image_size), np.uint8)
+    side = np.zeros((len(rels), side_dim(cfg.side_inputs)), np.float32)  # n×G
     failed, hashes = [], [""] * len(rels)
     for i, rel in enumerate(rels):
         try:
             data = _read_bytes(kind, root, rel)
             hashes[i] = content_hash(data)
-            out[i] = decode_image_bytes(data, cfg)
+            out[i], s = decode_image_side(data, cfg)
+            if s is not None:
+                side[i] = s
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files; each is one skip
             failed.append((i, skip_reason(e)))
-    return out, failed, hashes
+    return out, failed, hashes, side
 
 
 def _preprocess_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]], list[str]]:
@@ -158,9 +168,9 @@ def _chunks(n: int, min_size: int = 16, max_size: int = 512) -> list[tuple[int, 
 
 
 def decode_files(kind: str, root, rels: Sequence[str], cfg: DataConfig, progress: Progress | None,
-                 message: str) -> tuple[np.ndarray, list[tuple[int, str]], list[str]]:
+                 message: str) -> tuple[np.ndarray, list[tuple[int, str]], list[str], np.ndarray]:
     """Decode files of a folder or zip -> (uint8 n×S×S, [(index, reason)] of the failed ones,
-    content hash of each file's bytes)."""
+    content hash of each file's bytes, float32 n×G side vectors (G = 0 when off))."""
     bounds = _chunks(len(rels))
     jobs = [(kind, str(root), list(rels[a:b]), cfg) for a, b in bounds]
     results = map_chunks(_decode_chunk, jobs, [b - a for a, b in bounds], progress, message)
@@ -168,7 +178,9 @@ def decode_files(kind: str, root, rels: Sequence[str], cfg: DataConfig, progress
         _ZIPS.pop(key).close()
     images = np.concatenate([r[0] for r in results]) if results else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
     failed = [(a + i, reason) for (a, _), r in zip(bounds, results) for i, reason in r[1]]
-    return images, failed, [h for r in results for h in r[2]]
+    g = side_dim(cfg.side_inputs)
+    side = np.concatenate([r[3] for r in results]) if results else np.zeros((0, g), np.float32)  # n×G
+    return images, failed, [h for r in results for h in r[2]], side
 
 
 def preprocess_arrays(arrays: np.ndarray, cfg: DataConfig, progress: Progress | None,
