@@ -157,6 +157,17 @@ def test_stop_mid_epoch_then_resume_with_a_teacher_and_augmentation_ahead(tmp_pa
         torch.set_num_threads(threads)
 
 
+def test_bench_strokes_refuses_a_teacher_that_saw_the_validation_images(shifted_teacher):
+    from charlab.bench.strokes import check_teacher_split
+
+    same = tiny_config()  # the teacher held out 15% of the same source with split seed 0
+    check_teacher_split(str(shifted_teacher), same)
+    other = tiny_config()
+    other.data.val_fraction = 0.0  # another split than the teacher held out (the check is on equality)
+    with pytest.raises(SystemExit, match="member 1 trained on synthetic with val_fraction 0.15"):
+        check_teacher_split(str(shifted_teacher), other)
+
+
 def test_train_cli_takes_the_teacher_flags():
     from charlab.__main__ import build_parser
     from charlab.cli.train import build_config

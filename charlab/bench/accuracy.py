@@ -15,6 +15,10 @@ epoch.) `--clock cpu` makes the snapshot follow this process's CPU time instead.
 Case-insensitive accuracy merges the look-alike groups in `LOOKALIKE_GROUPS` (c/C, o/O/0,
 1/I/l, …): `case_gap_share` is the share of all errors that are confusions inside a group.
 
+`--distill` (with `--members K`) then distils the K members' ensemble into one model of the
+same recipe and seed (TrainConfig.teacher, charlab.training.distill), measured the same way;
+its clock counts the members' training too, since the student needs them.
+
 The obvious alternative, the Chars74K report's Kaggle CNN recipe, is trained in the same run
 under the same protocol and reported under "compare" (`--compare none` skips it).
 """
@@ -123,6 +127,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the recipe's fixed epochs and keeps the last; 0.15 is what the app does)")
     p.add_argument("--members", type=int, default=1,
                    help="also train seeds seed+1..seed+K-1 and report their probability-averaged ensemble")
+    p.add_argument("--distill", action="store_true",
+                   help="with --members K: also train one model of the recipe (seed --seed) that learns the K members' "
+                        "ensemble's softened predictions, and report it with the members' training time included")
+    p.add_argument("--distill-weight", type=float, default=None, help="the teacher's share of the loss (default: TrainConfig's)")
+    p.add_argument("--distill-temperature", type=float, default=None, help="softmax temperature (default: TrainConfig's)")
     p.add_argument("--compare", metavar="RECIPE", default="report_kaggle_cnn",
                    help="the alternative trained in the same run (default report_kaggle_cnn, the reports' best; "
                         "none to skip)")
@@ -132,7 +141,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _probs(model, test, classes):
     from ..training import evaluate
 
-    return evaluate(model, test.images, test.labels, len(classes), return_probs=True)["probs"]  # N×C
+    return evaluate(model, test.images, test.labels, len(classes), return_probs=True, side=test.side)["probs"]  # N×C
 
 
 def _measure(probs, test, classes) -> dict:
@@ -150,12 +159,14 @@ def _measure(probs, test, classes) -> dict:
 
 def train_and_measure(recipe: str, train_zip: Path, *, epochs: Optional[int] = None, seed: int = 0,
                       snapshot_seconds: float = 120.0, clock: str = "wall", run_dir: Optional[Path] = None,
-                      val_fraction: Optional[float] = None, progress=None, return_probs: bool = False) -> dict:
+                      val_fraction: Optional[float] = None, progress=None, return_probs: bool = False,
+                      distill: Optional[dict] = None) -> dict:
     """Train `recipe` on `train_zip` (its sibling testPart1.zip is the test split) and measure.
 
     `val_fraction=0` is the final fit: every training image is trained on, for the recipe's
     fixed number of epochs, and the last epoch's weights are kept (nothing to early-stop on).
-    With `return_probs` the test probabilities come back under "_probs" (for ensembles)."""
+    With `return_probs` the test probabilities come back under "_probs" (for ensembles).
+    `distill`: TrainConfig fields to set ({"teacher": FILE, "distill_weight": …})."""
     import torch
 
     from ..checkpoint import build_model_from_config
@@ -167,6 +178,8 @@ def train_and_measure(recipe: str, train_zip: Path, *, epochs: Optional[int] = N
     cfg = get_recipe(recipe, source=str(train_zip), seed=seed, **({"epochs": epochs} if epochs else {}))
     if val_fraction is not None:
         cfg.data.val_fraction = val_fraction
+    for name, value in (distill or {}).items():
+        setattr(cfg, name, value)
     if cfg.data.val_fraction == 0:  # nothing to validate on: the latest epoch is the one kept
         cfg.monitor, cfg.mode, cfg.patience = "elapsed_s", "max", 0
     splits = load_splits(cfg.data, progress=progress)
@@ -200,6 +213,26 @@ def train_and_measure(recipe: str, train_zip: Path, *, epochs: Optional[int] = N
     return out
 
 
+def _distil(args: argparse.Namespace, train_zip: Path, root: Path, dirs: list[Path], ensemble: dict,
+            common: dict) -> dict:
+    """One model of the recipe taught by the members' ensemble (written as one file, the teacher)."""
+    from ..checkpoint import save_ensemble
+    from ..runs import RunDir, new_run_id
+
+    teacher = root / "teacher.pt"
+    save_ensemble(teacher, [RunDir(d).best for d in dirs])
+    opts = {"teacher": str(teacher), **{k: getattr(args, k) for k in ("distill_weight", "distill_temperature")
+                                        if getattr(args, k) is not None}}
+    out = train_and_measure(args.recipe, train_zip, seed=args.seed, run_dir=root / new_run_id("distill"),
+                            distill=opts, **common)
+    out.pop("_probs"), out.pop("_test")
+    out.update(teacher_members=len(dirs), **{k: v for k, v in opts.items() if k != "teacher"},
+               student_train_seconds=out["train_seconds"], student_train_cpu_seconds=out["train_cpu_seconds"],
+               train_seconds=round(out["train_seconds"] + ensemble["train_seconds"], 1),
+               train_cpu_seconds=round(out["train_cpu_seconds"] + ensemble["train_cpu_seconds"], 1))
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     train_zip = chars74k_train_zip(args)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="charlab-bench-acc-"))
@@ -210,16 +243,18 @@ def run(args: argparse.Namespace) -> dict:
     common = dict(epochs=args.epochs, snapshot_seconds=args.snapshot_seconds, clock=args.clock,
                   val_fraction=args.val_fraction, progress=bar, return_probs=True)
     try:
-        result = train_and_measure(args.recipe, train_zip, seed=args.seed, run_dir=root / new_run_id(args.recipe),
-                                   **common)
+        first_dir = root / new_run_id(args.recipe)
+        result = train_and_measure(args.recipe, train_zip, seed=args.seed, run_dir=first_dir, **common)
         probs, test = result.pop("_probs"), result.pop("_test")
         result.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", clock=args.clock,
                       val_fraction=args.val_fraction, date=time.strftime("%Y-%m-%d"))
+        if args.distill and args.members < 2:
+            raise SystemExit("--distill needs --members K (K >= 2): the student learns the members' ensemble")
         if args.members > 1:
-            members, total = [result], probs.clone()
+            members, total, dirs = [result], probs.clone(), [first_dir]
             for k in range(1, args.members):
-                r = train_and_measure(args.recipe, train_zip, seed=args.seed + k,
-                                      run_dir=root / new_run_id(args.recipe), **common)
+                dirs.append(root / new_run_id(args.recipe))
+                r = train_and_measure(args.recipe, train_zip, seed=args.seed + k, run_dir=dirs[-1], **common)
                 total += r.pop("_probs")
                 r.pop("_test")
                 members.append(r)
@@ -228,6 +263,8 @@ def run(args: argparse.Namespace) -> dict:
                                   "train_seconds": round(sum(m["train_seconds"] for m in members), 1),
                                   "train_cpu_seconds": round(sum(m["train_cpu_seconds"] for m in members), 1),
                                   "member_top1": [m["top1"] for m in members]}
+            if args.distill:
+                result["distilled"] = _distil(args, train_zip, root, dirs, result["ensemble"], common)
         if args.compare and args.compare != "none":
             other = train_and_measure(args.compare, train_zip, seed=args.seed, run_dir=root / new_run_id(args.compare),
                                       **common)
