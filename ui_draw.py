@@ -56,6 +56,20 @@ def canvas_image(canvas):
     return Image.fromarray(np.ascontiguousarray(rgba[..., :3]), "RGB")
 
 
+def side_note(ex, kind, mode: str):
+    """A caption for a side-input model (charlab.data.geometry): what it read besides the pixels;
+    None for an image-only model."""
+    if ex.side is None or not kind:
+        return None
+    from charlab.data.geometry import describe
+
+    if mode == "draw":
+        return (f"This model also reads the size and position of the drawing on the canvas, as on a sheet: "
+                f"{describe(kind, ex.side, 'canvas')}. A small c and a big C differ there.")
+    return (f"This model also reads the size and position of the character in the photo's frame: "
+            f"{describe(kind, ex.side, 'photo')}. A photo has no fixed sheet, so how it is framed changes this.")
+
+
 def upload_image(up):
     """An uploaded file -> an upright, evenly lit PIL image; a clear message (and None) for a bad file."""
     from charlab.photo import open_photo

@@ -9,6 +9,10 @@ A phone photo differs from a dataset scan in three ways that matter here:
   count as ink and widen the crop to the whole photo. The paper is flattened first: its level is
   estimated per region (strokes removed by a rank filter at low resolution, then smoothed) and
   divided out.
+
+For a side-input model (DataConfig.side_inputs) the photo's frame is the page its geometry is
+measured on: a photo has no fixed sheet, so the vector says how the shot was framed (see
+charlab.data.geometry), and the Draw page says so.
 """
 from __future__ import annotations
 

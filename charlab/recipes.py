@@ -58,6 +58,14 @@ def strokes() -> TrainConfig:
     return cfg
 
 
+@RECIPES.register("side")
+def side() -> TrainConfig:
+    """`strokes`, and the head also reads the ink's box on its page before the crop (size, position, aspect: DataConfig.side_inputs)."""
+    cfg = strokes()
+    cfg.data.side_inputs = "box"  # charlab.data.geometry: c and C, o and O differ in size on a fixed page or canvas
+    return cfg
+
+
 @RECIPES.register("report_lenet")
 def report_lenet() -> TrainConfig:
     """Chars74K report, LeNet-like net (ReLU): the report got about 50%."""

@@ -82,6 +82,8 @@ with mid:
     st.markdown(ui_draw.verdict(ex, pred.classes, lookalikes), unsafe_allow_html=True)
     st.plotly_chart(ui_draw.top_chart(ex.top), key="draw_top5")
     st.caption(f"Top-5 of {len(pred.classes)} classes · {ms:.0f} ms on the server (prediction + Grad-CAM)")
+    if (note := ui_draw.side_note(ex, pred.side_inputs, mode)) is not None:
+        st.caption(note)
 with right:
     s_h, s_w = ex.image.shape
     best = ex.top[0][0]

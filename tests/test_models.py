@@ -51,6 +51,30 @@ def test_forward_backward(name, hw):
 
 
 @pytest.mark.parametrize("name", list_models())
+def test_forward_backward_with_side_inputs(name):
+    """Every registered model's head also takes the side vector (DataConfig.side_inputs) and
+    learns from it; without the vector it refuses in words."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_chans=1, image_size=28, side_inputs="box")
+    plain = create_model(name, num_classes=7, in_chans=1, image_size=28)
+    assert model.side_dim == 5 and model.head.in_features == plain.head.in_features + 32
+    x, side = torch.rand(2, 1, 28, 28), torch.rand(2, 5)
+    logits = model(x, side)
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+    F.cross_entropy(logits, torch.tensor([0, 6])).backward()
+    side_first = model.side_net[2].weight  # the side vector's first Linear (after its noise and BatchNorm)
+    assert side_first.grad is not None and side_first.grad.abs().sum() > 0
+    assert next(p for p in model.parameters() if p.dim() == 4).grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():  # the side vector changes the answer: it is read, not ignored
+        assert not torch.allclose(model(x, side), model(x, side + 1.0))
+        with pytest.raises(CharlabError, match="side inputs"):
+            model(x)
+        with pytest.raises(CharlabError, match="no side inputs"):
+            plain.eval()(x, side)
+
+
+@pytest.mark.parametrize("name", list_models())
 def test_model_info_reports_params_and_provenance(name):
     info = model_info(name)
     assert info["name"] == name and info["description"] and isinstance(info["kwargs"], dict)

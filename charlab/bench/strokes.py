@@ -104,9 +104,10 @@ def _distill(cfg, ctx):
 
 @CANDIDATES.register("side")
 def _side(cfg, ctx):
-    """`strokes`, and the head also reads the ink's box on its page (size, position, aspect; DataConfig.side_inputs "box")."""
-    cfg.data.strokes = 2
-    cfg.data.side_inputs = "box"
+    """`strokes`, and the head also reads the ink's box on its page (size, position, aspect; the recipe `side`)."""
+    from ..recipes import get_recipe
+
+    cfg.data.strokes, cfg.data.side_inputs = 2, get_recipe("side").data.side_inputs
     return cfg
 
 

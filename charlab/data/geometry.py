@@ -99,3 +99,17 @@ def page_side(name: str, ink: np.ndarray) -> np.ndarray:
     if ink.ndim != 2:
         raise CharlabError(f"side inputs need one H×W page, got an array of shape {ink.shape}")
     return side_kind(name).fn(ink_bbox(ink) if ink.size else None, ink.shape)
+
+
+def describe(kind: str, side, page: str = "page") -> str:
+    """The side vector in words, for the Draw page ("the ink is 0.42 × 0.30 of the canvas's height, …")."""
+    if kind != "box":
+        return f"side inputs {kind}: " + ", ".join(f"{float(v):.2f}" for v in side)
+    h, w, cx, cy, _ = (float(v) for v in side)
+    if h <= 0:
+        return f"no ink on the {page}"
+    where = ("centred" if abs(cx) < 0.05 and abs(cy) < 0.05 else
+             " and ".join(x for x in (("left" if cx < 0 else "right") if abs(cx) >= 0.05 else "",
+                                      ("high" if cy < 0 else "low") if abs(cy) >= 0.05 else "") if x))
+    return (f"the ink is {h:.0%} of the {page}'s height tall and {w:.0%} of it wide, {where} "
+            f"(centre {cx:+.2f}, {cy:+.2f})")
