@@ -64,10 +64,9 @@ def side_note(ex, kind, mode: str):
     from charlab.data.geometry import describe
 
     if mode == "draw":
-        return (f"This model also reads the size and position of the drawing on the canvas, as on a sheet: "
-                f"{describe(kind, ex.side, 'canvas')}. A small c and a big C differ there.")
-    return (f"This model also reads the size and position of the character in the photo's frame: "
-            f"{describe(kind, ex.side, 'photo')}. A photo has no fixed sheet, so how it is framed changes this.")
+        return f"Also read: the ink's size and place on the canvas, {describe(kind, ex.side, 'canvas')}."
+    return (f"Also read: the ink's size and place in the photo, {describe(kind, ex.side, 'photo')} "
+            f"(a photo has no fixed sheet: its framing changes this).")
 
 
 def upload_image(up):

@@ -198,8 +198,8 @@ def test_the_draw_page_gives_the_model_the_canvas_geometry(twins, lab, navigatio
         at.run()
         ok(at)
         seen[name] = ([m.value for m in at.markdown if "Looks like" in m.value],
-                      [c.value for c in at.caption if "reads the size and position" in c.value])
+                      [c.value for c in at.caption if "size and place on the canvas" in c.value])
     assert seen["small"][0][0].startswith("### Looks like **c"), seen
     assert seen["big"][0][0].startswith("### Looks like **C"), seen
     assert seen["small"][1] and seen["big"][1] and seen["small"][1] != seen["big"][1]
-    assert "of the canvas's height tall" in seen["big"][1][0]
+    assert "of the canvas's height" in seen["big"][1][0]

@@ -102,7 +102,7 @@ def page_side(name: str, ink: np.ndarray) -> np.ndarray:
 
 
 def describe(kind: str, side, page: str = "page") -> str:
-    """The side vector in words, for the Draw page ("the ink is 0.42 × 0.30 of the canvas's height, …")."""
+    """The side vector in words, for the Draw page ("32% × 28% of the canvas's height, centred")."""
     if kind != "box":
         return f"side inputs {kind}: " + ", ".join(f"{float(v):.2f}" for v in side)
     h, w, cx, cy, _ = (float(v) for v in side)
@@ -111,5 +111,4 @@ def describe(kind: str, side, page: str = "page") -> str:
     where = ("centred" if abs(cx) < 0.05 and abs(cy) < 0.05 else
              " and ".join(x for x in (("left" if cx < 0 else "right") if abs(cx) >= 0.05 else "",
                                       ("high" if cy < 0 else "low") if abs(cy) >= 0.05 else "") if x))
-    return (f"the ink is {h:.0%} of the {page}'s height tall and {w:.0%} of it wide, {where} "
-            f"(centre {cx:+.2f}, {cy:+.2f})")
+    return f"{h:.0%} tall × {w:.0%} wide of the {page}'s height, {where}"
