@@ -203,3 +203,17 @@ def test_the_draw_page_gives_the_model_the_canvas_geometry(twins, lab, navigatio
     assert seen["big"][0][0].startswith("### Looks like **C"), seen
     assert seen["small"][1] and seen["big"][1] and seen["small"][1] != seen["big"][1]
     assert "of the canvas's height" in seen["big"][1][0]
+
+
+def test_the_errors_page_reads_a_side_input_model_on_its_own_data(twins, lab, navigation_v2, tmp_path):
+    import shutil
+
+    _, runs = twins
+    ckpt = tmp_path / "checkpoints" / "twins.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(runs["side"].run_dir / "best.pt", ckpt)
+    at = open_app(lab, "errors", sb_model=str(ckpt), checkpoints_dir=str(ckpt.parent))
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Accuracy"].rstrip("%")) >= 90, metrics  # the side vectors came with its data
+    assert len(at.get("plotly_chart")) >= 2  # the confusion matrix and the saliency overlays (Grad-CAM with side)
