@@ -83,15 +83,17 @@ MAPS: Registry = Registry("map method", ordered=True)
 
 @EMBEDDINGS.register("model")
 def model_features(images: torch.Tensor, predictor, progress: Optional[Progress] = None,
-                   batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 N×1×H×W -> (N×F penultimate features of the first model, N×C probabilities).
+                   batch_size: int = 512, side: Optional[torch.Tensor] = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 N×1×H×W (+ N×G side vectors for a model that reads them) -> (N×F penultimate
+    features of the first model, N×C probabilities).
 
     The features are the input of `model.head` (every charlab model ends in one Linear head),
-    caught with a forward hook, so any architecture in the zoo works without a special case."""
+    caught with a forward hook on the copy `predictor.probs` runs, so any architecture in the zoo
+    works without a special case."""
     if predictor is None:
         raise CharlabError("the model embedding needs a model; choose one, or use the pixel embedding")
     predictor.check_shape(tuple(images.shape[-2:]))
-    model = predictor.models[0]
+    model = predictor.bulk_models()[0]
     head = getattr(model, "head", None)
     if not isinstance(head, torch.nn.Linear):
         raise CharlabError(f"{type(model).__name__} has no Linear head to read features from; use the pixel embedding")
@@ -101,7 +103,8 @@ def model_features(images: torch.Tensor, predictor, progress: Optional[Progress]
     probs = np.empty((n, predictor.num_classes), np.float32)
     try:
         for a in range(0, n, batch_size):
-            probs[a:a + batch_size] = predictor.probs(images[a:a + batch_size], batch_size=batch_size)
+            probs[a:a + batch_size] = predictor.probs(images[a:a + batch_size], batch_size=batch_size,
+                                                      side=None if side is None else side[a:a + batch_size])
             if progress:
                 progress(min(a + batch_size, n), n, "embedding with the model")
     finally:
@@ -143,7 +146,7 @@ def embed(dataset, predictor=None, kind: str = "model", cache_dir: str | os.Path
     hit = _read_npz(path)
     if hit is not None and predictor is not None and predictor.paths:
         return hit["x"], hit["probs"]
-    x, probs = fn(dataset.images, predictor, progress)
+    x, probs = fn(dataset.images, predictor, progress, side=getattr(dataset, "side", None))
     if predictor is not None and predictor.paths:  # an in-memory model has no file to key a cache on
         _write_npz(path, x=x, probs=probs)
     return x, probs
@@ -216,33 +219,46 @@ def far_scores(x: np.ndarray, labels: np.ndarray, m: int = 5, progress: Optional
         return (far, *knn(x, k)) if k else far
     t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     order = np.argsort(labels, kind="stable")
-    cols, lab_sorted = t[order], labels[order]
-    bounds = np.searchsorted(lab_sorted, classes), np.searchsorted(lab_sorted, classes, side="right")
-    sq = (cols * cols).sum(1)
+    bounds = np.searchsorted(labels[order], classes), np.searchsorted(labels[order], classes, side="right")
+    # Columns grouped by class into G pieces of P slots each (padding at +inf), so that ONE topk over
+    # a B×G×P view finds every class's nearest: C topk calls on strided column slices cost 2-3× more.
+    # A class bigger than P spans several pieces, whose candidates are merged, so padding stays
+    # bounded however unequal the classes are.
+    kk = max(m, k)
+    size = _piece_size(bounds[1] - bounds[0], kk)  # P
+    piece_class, slot = _class_pieces(bounds, size)  # G; padded slot of each label-sorted column
+    n_pieces = len(piece_class)
+    cols = torch.zeros(n_pieces * size, t.shape[1])
+    cols[slot] = t[order]
+    sq = torch.full((n_pieces * size,), float("inf"))
+    sq[slot] = (t[order] * t[order]).sum(1)
+    row_of_slot = torch.full((n_pieces * size,), -1, dtype=torch.int64)
+    row_of_slot[slot] = torch.as_tensor(order)
+    slot_of_row = np.empty(n, np.int64)
+    slot_of_row[order] = slot
+    first_piece = np.searchsorted(piece_class, np.arange(len(classes)))  # C
+    split = [(c, np.flatnonzero(piece_class == c)) for c in np.flatnonzero(np.bincount(piece_class) > 1)]
+    piece_base = (torch.arange(n_pieces) * size)[None, :, None]  # 1×G×1
     near = np.full((n, len(classes)), np.inf, np.float32)  # n×C mean distance to the m nearest of each class
     nbr_idx, nbr_dist = np.zeros((n, k), np.int64), np.zeros((n, k), np.float32)
-    order_t = torch.as_tensor(order)
-    pos_of = np.empty(n, np.int64)
-    pos_of[order] = np.arange(n)
-    step = _chunk_rows(n)
+    step = _chunk_rows(n_pieces * size)
     for a in range(0, n, step):
         b = min(a + step, n)
         r = t[a:b]
-        d = torch.addmm(sq[None, :], r, cols.T, alpha=-2.0).add_((r * r).sum(1)[:, None]).clamp_min_(0).sqrt_()  # B×N
-        d[torch.arange(b - a), torch.as_tensor(pos_of[a:b])] = float("inf")  # not itself
-        cand_v, cand_i = [], []
-        for c, (lo, hi) in enumerate(zip(*bounds)):
-            kk = min(max(m, k), hi - lo)
-            v, i = torch.topk(d[:, lo:hi], kk, dim=1, largest=False)  # B×kk, ascending
-            vm = v[:, :m]
-            near[a:b, c] = torch.where(torch.isinf(vm), torch.nan, vm).nanmean(1).numpy()
-            if k:
-                cand_v.append(v)
-                cand_i.append(i + lo)
-        if k:
-            v, j = torch.topk(torch.cat(cand_v, 1), k, dim=1, largest=False)  # B×k of the B×(C·kk) candidates
-            nbr_dist[a:b] = v.numpy()
-            nbr_idx[a:b] = order_t[torch.gather(torch.cat(cand_i, 1), 1, j)].numpy()
+        # squared distance less |r|^2 (constant along a row, so it cannot change a ranking): the
+        # add, clamp and sqrt then run on the few picked values, not on the whole block
+        d = torch.addmm(sq[None, :], r, cols.T, alpha=-2.0)  # B×(G·P)
+        d[torch.arange(b - a), torch.as_tensor(slot_of_row[a:b])] = float("inf")  # not itself
+        v, i = torch.topk(d.view(b - a, n_pieces, size), kk, dim=2, largest=False)  # B×G×kk, ascending
+        v = v.add_((r * r).sum(1)[:, None, None]).clamp_min_(0).sqrt_()
+        vm = v[:, first_piece, :m].clone()  # B×C×m
+        for c, pieces in split:
+            vm[:, c] = torch.topk(v[:, pieces].reshape(b - a, -1), m, dim=1, largest=False)[0]
+        near[a:b] = torch.where(torch.isinf(vm), torch.nan, vm).nanmean(2).numpy()
+        if k:  # the global k nearest are among every piece's kk nearest
+            dv, j = torch.topk(v.reshape(b - a, -1), k, dim=1, largest=False)  # B×k of B×(G·kk)
+            nbr_dist[a:b] = dv.numpy()
+            nbr_idx[a:b] = row_of_slot[torch.gather((i + piece_base).reshape(b - a, -1), 1, j)].numpy()
         if progress:
             progress(b, n, "measuring distances to every class")
     near = np.nan_to_num(near, nan=np.inf)
@@ -270,6 +286,27 @@ def far_scores(x: np.ndarray, labels: np.ndarray, m: int = 5, progress: Optional
     cen_part = (dist / np.maximum(spread, 1e-12)[None]).min(1)
     far = np.sqrt(np.nan_to_num(knn_part, posinf=0.0) * cen_part).astype(np.float32)
     return (far, nbr_idx, nbr_dist) if k else far
+
+
+def _piece_size(sizes: np.ndarray, least: int) -> int:
+    """The largest class size P (fewest pieces to merge) whose padded block stays within 1.3× the
+    columns; the mean class size always does (at most 2×)."""
+    n = int(sizes.sum())
+    for p in sorted({int(s) for s in sizes if s >= least}, reverse=True):
+        if int(np.ceil(sizes / p).sum()) * p <= 1.3 * n:
+            return p
+    return int(max(least, -(-n // len(sizes))))
+
+
+def _class_pieces(bounds, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class ranges [lo, hi) of label-sorted columns -> (the class of each piece of at most `size`
+    columns, G; the padded slot piece·size + offset of each sorted column, N)."""
+    piece_class, slot = [], []
+    for c, (lo, hi) in enumerate(zip(*bounds)):
+        for start in range(lo, hi, size):
+            slot.append(len(piece_class) * size + np.arange(min(size, hi - start)))
+            piece_class.append(c)
+    return np.array(piece_class, np.int64), np.concatenate(slot)
 
 
 def near_pairs(x: np.ndarray, threshold: float, y: Optional[np.ndarray] = None,

@@ -125,11 +125,23 @@ class Predictor:
     perms: list[Optional[torch.Tensor]] = field(default_factory=list)
     # Look-alike groups the (first) checkpoint stores (charlab.lookalike); None for older ones.
     lookalikes: Optional[object] = None
+    # (ids of `models`, their inference copies): what `probs` runs, built at its first call
+    _bulk: Optional[tuple] = field(default=None, repr=False, compare=False)
 
     @property
     def model(self) -> nn.Module:
         """The first member; what saliency uses when one model is needed."""
         return self.models[0]
+
+    def bulk_models(self) -> list[nn.Module]:
+        """The members as `charlab.models.inference_copy`s (BatchNorm folded, channels_last): what
+        `probs` runs. The members themselves stay untouched for saliency."""
+        from .models import inference_copy
+
+        key = tuple(map(id, self.models))
+        if self._bulk is None or self._bulk[0] != key:
+            self._bulk = (key, [inference_copy(m) for m in self.models])
+        return self._bulk[1]
 
     @property
     def is_ensemble(self) -> bool:
@@ -208,7 +220,7 @@ class Predictor:
                 xb = x[start:start + batch_size].to(self.device, torch.float32)
                 extra = () if side is None else (side[start:start + batch_size].to(self.device),)  # B×G
                 acc = None
-                for model, perm in zip(self.models, self.perms):
+                for model, perm in zip(self.bulk_models(), self.perms):
                     p = torch.softmax(model(xb, *extra).float(), dim=1)  # B×C
                     if perm is not None:
                         p = p[:, perm]

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -193,6 +194,40 @@ def test_chunked_near_pairs_match_the_all_pairs_loop():
     np.fill_diagonal(full, np.inf)
     assert np.allclose(np.sort(full, 1)[:, :3], dist, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("sizes", [(60, 60, 60, 60), (400, 3, 50, 1, 90)], ids=["equal", "unequal"])
+def test_far_scores_and_their_neighbours_match_the_full_distance_matrix(sizes):
+    """The one-pass scan (classes padded into pieces, a big class split over several) against the
+    definition computed from the whole N×N matrix: the mean distance to each class's m nearest,
+    the k nearest overall, and the score built from them."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    labels[rng.random(len(labels)) < 0.03] = -1  # blanks: neighbours, never a class
+    x = (rng.normal(size=(len(labels), 6)) + labels[:, None] * 0.7).astype(np.float32)
+    far, idx, dist = health.far_scores(x, labels, m=5, k=10)
+    full = np.linalg.norm(x[:, None] - x[None], axis=2)
+    np.fill_diagonal(full, np.inf)
+    assert np.allclose(dist, np.sort(full, 1)[:, :10], atol=1e-4)
+    assert np.allclose(full[np.arange(len(x))[:, None], idx], dist, atol=1e-4)  # the indices name those rows
+    classes = np.unique(labels)
+    pad = np.full((len(x), 5), np.inf)  # a class of fewer than 5 has only that many to average
+    near = np.stack([np.concatenate([np.sort(full[:, labels == c], 1), pad], 1)[:, :5] for c in classes], 2)  # N×5×C
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a one-image class has nobody else to average
+        near = np.nan_to_num(np.nanmean(np.where(np.isinf(near), np.nan, near), 1), nan=np.inf)  # N×C
+    real, member = classes >= 0, labels >= 0
+    own = near[np.arange(len(x)), np.searchsorted(classes, labels)]
+    ok = member & np.isfinite(own)
+    g = np.median(own[ok])
+    scale = np.sqrt(np.array([np.median(own[ok & (labels == c)]) if (ok & (labels == c)).any() else g
+                              for c in classes[real]]) * g)
+    knn_part = (near[:, real] / scale).min(1)
+    mu = np.stack([x[labels == c].mean(0) for c in classes[real]])
+    cen = np.linalg.norm(x[:, None] - mu[None], axis=2)
+    spread = np.array([np.median(cen[labels == c, i]) for i, c in enumerate(classes[real])])
+    want = np.sqrt(knn_part * (cen / np.maximum(spread, 1e-12)).min(1))  # a one-image class: spread 0
+    assert np.allclose(far, want, rtol=1e-4, atol=1e-5)
 
 def _tiny(n: int, classes: int) -> CharDataset:
     g = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ from charlab.compat import tv_models
 from charlab.errors import CharlabError, UnknownNameError
 from charlab.models import (
     body_parameters, count_parameters, create_model, head_parameters, list_models, model_info, register_model,
-    replace_head,
+    inference_copy, replace_head,
 )
 
 SHAPES = [(28, 28), (28, 112)]
@@ -73,6 +73,30 @@ def test_forward_backward_with_side_inputs(name):
         with pytest.raises(CharlabError, match="no side inputs"):
             plain.eval()(x, side)
 
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_inference_copy_gives_the_models_logits(name):
+    """The copy bulk prediction runs (BatchNorm folded into its conv, channels_last) answers as the
+    model does, with trained (non-trivial) BatchNorm statistics, and leaves the model untouched."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_chans=1, image_size=28)
+    for mod in model.modules():  # statistics and affine terms far from their initial 0/1
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(mod.weight, 0.5, 1.5)
+            nn.init.uniform_(mod.bias, -0.2, 0.2)
+    model.eval()
+    bns = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    fast = inference_copy(model)
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        want, got = model(x), fast(x)
+    assert torch.allclose(got, want, rtol=1e-3, atol=1e-4), (got - want).abs().max()
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == bns  # the model is not folded
+    if name == "charnet":  # its conv_bn_act blocks are Sequentials: every BatchNorm is folded away
+        assert bns > 0 and not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
 
 @pytest.mark.parametrize("name", list_models())
 def test_model_info_reports_params_and_provenance(name):
