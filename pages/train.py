@@ -33,6 +33,7 @@ models = list_models()
 presets = list_presets() + ([CUSTOM] if st.session_state.get("aug_custom") else [])
 inits = [None] + [ref for ref, _ in ui.model_choices()]
 init_labels = dict(ui.model_choices())
+ref_label = lambda none: (lambda r: none if r is None else init_labels.get(r, r))  # noqa: E731
 
 
 def form_values(cfg: TrainConfig) -> dict:
@@ -62,9 +63,11 @@ with st.form("train_form", border=True):
     with c1:
         st.markdown("**Model**")
         model = st.selectbox("Architecture", models, key="tr_model")
-        init_from = st.selectbox("Start from (fine-tune)", inits, key="tr_init",
-                                 format_func=lambda r: "scratch (random weights)" if r is None else init_labels.get(r, r),
+        init_from = st.selectbox("Start from (fine-tune)", inits, key="tr_init", format_func=ref_label("scratch (random weights)"),
                                  help="Trained weights to start from; the head is replaced when the classes differ.")
+        teacher = st.selectbox("Teacher (distillation)", inits, key="tr_teacher", format_func=ref_label("none"),
+                               help="A trained model or ensemble file whose softened predictions the new model also "
+                                    "learns, on the same augmented images; one model comes out.")
     with c2:
         st.markdown("**Schedule**")
         epochs = st.number_input("Epochs (at most)", 1, 500, key="tr_epochs")
@@ -116,7 +119,7 @@ if submitted:
         epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), patience=int(patience),
         optimizer=optimizer, schedule=schedule, label_smoothing=float(smoothing),
         balance=balance, balance_target=int(target) or None, seed=int(seed),
-        init_from=init_from, max_minutes=float(max_minutes) or None,
+        init_from=init_from, teacher=teacher, max_minutes=float(max_minutes) or None,
     )
     try:
         config.validate()

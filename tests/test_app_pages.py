@@ -234,6 +234,8 @@ def test_train_page_launches_the_form_config(lab, monkeypatch):
     at.selectbox(key="tr_balance").set_value("sampler")
     at.number_input(key="tr_patience").set_value(2)
     at.selectbox(key="tr_init").set_value(str(lab.ckpt))
+    assert at.selectbox(key="tr_teacher").value is None  # no distillation unless asked
+    at.selectbox(key="tr_teacher").set_value(str(lab.ckpt))
     at.form_submit_button[0].click().run()
     ok(at)
     (cfg, root), = launched
@@ -241,7 +243,7 @@ def test_train_page_launches_the_form_config(lab, monkeypatch):
     assert cfg.model.name == "lenet" and cfg.epochs == 4 and cfg.patience == 2 and cfg.balance == "sampler"
     assert cfg.model.kwargs.get("activation") == "mish" and cfg.optimizer == "adam" and cfg.weight_decay == 0.0
     assert cfg.augment.preset == "strong" and cfg.augment.rotate_p > 0
-    assert cfg.data.source == SMALL_SOURCE and cfg.init_from == str(lab.ckpt)
+    assert cfg.data.source == SMALL_SOURCE and cfg.init_from == str(lab.ckpt) and cfg.teacher == str(lab.ckpt)
     assert any("place 2" in s.value for s in at.success)
 
 
