@@ -172,11 +172,13 @@ def _train(args: argparse.Namespace) -> int:
     if env.is_main:
         log(f"run {run_dir}")
         _stop_on_signals(run_dir, log)
+    finished = False
     try:
         result = fit(cfg, run_dir, progress=bar, resume=args.resume, log=log)
+        finished = True
     finally:
         bar.close()
-        distributed.shutdown()
+        distributed.shutdown(wait=finished)
         if env.is_main and run_dir is not None:
             runs.kick_queue(run_dir.parent)  # this slot is free: start the oldest queued run
     if env.is_main:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -62,8 +63,30 @@ def init(env: DistEnv, device: torch.device) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size)
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+SHUTDOWN_WAIT_S = 60  # how long a rank waits at the final barrier for the others before leaving anyway
+
+
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group; with `wait` (a run that ended normally), after every rank has
+    reached this point.
+
+    Without the barrier a rank destroys its gloo group while another still finishes (rank 0
+    writes last.pt and the status after the last collective): under load, a 2-rank run stopped
+    mid-epoch once ended with rank 1 aborted at exit ("terminate called without an active
+    exception") though both had finished their work. A rank leaving on an error does not wait:
+    the others may be inside a collective that a barrier would be mixed into; and a rank that
+    died is waited for only SHUTDOWN_WAIT_S seconds (gloo's monitored barrier)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if wait and dist.get_world_size() > 1:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=SHUTDOWN_WAIT_S))
+            else:
+                dist.barrier()
+    except Exception:  # another rank is gone: there is nobody left to wait for
+        pass
+    finally:
         dist.destroy_process_group()
 
 
