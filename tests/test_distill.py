@@ -176,3 +176,42 @@ def test_train_cli_takes_the_teacher_flags():
                                       "--distill-temperature", "3"])
     cfg = build_config(args)
     assert (cfg.teacher, cfg.distill_weight, cfg.distill_temperature) == ("ens.pt", 0.7, 3.0)
+
+
+def test_bench_accuracy_distils_its_members_ensemble(tmp_path, monkeypatch):
+    """`bench accuracy --members 2 --distill` on a tiny zip pair: the teacher file holds both
+    members, the student's run stores it as its teacher, and the student's clock adds the members'."""
+    import argparse
+    import zipfile
+
+    from PIL import Image, ImageDraw
+
+    from charlab.bench import accuracy
+    from charlab.checkpoint import load_members
+
+    monkeypatch.setenv("CHARLAB_CACHE_DIR", str(tmp_path / "cache"))
+    shapes = {"L": [(500, 250), (500, 650), (750, 650)], "V": [(450, 250), (600, 650), (750, 250)],
+              "T": [(450, 250), (750, 250), (600, 250), (600, 650)]}
+    for part in ("trainPart1", "testPart1"):
+        with zipfile.ZipFile(tmp_path / f"{part}.zip", "w") as zf:
+            for label, pts in shapes.items():
+                for i in range(4):
+                    im = Image.new("RGB", (1200, 900), "white")
+                    ImageDraw.Draw(im).line([(x + 30 * i, y) for x, y in pts], fill="black", width=12 + 6 * i)
+                    im.save(tmp_path / "tmp.png")
+                    zf.write(tmp_path / "tmp.png", f"{part}/{label}/{i}.png")
+    p = argparse.ArgumentParser()
+    accuracy.add_arguments(p)
+    args = p.parse_args(["--chars74k", str(tmp_path), "--members", "2", "--distill", "--epochs", "2",
+                         "--compare", "none", "--distill-temperature", "2", "--keep", str(tmp_path / "runs")])
+    out = accuracy.run(args)
+    d = out["distilled"]
+    assert d["teacher_members"] == 2 and d["distill_temperature"] == 2.0 and d["n_test"] == 12
+    assert d["train_cpu_seconds"] == pytest.approx(d["student_train_cpu_seconds"] + out["ensemble"]["train_cpu_seconds"],
+                                                   abs=0.11)
+    assert len(load_members(tmp_path / "runs" / "teacher.pt")) == 2
+    student, = (tmp_path / "runs").glob("*distill*")
+    stored = json.loads((student / "config.json").read_text())
+    assert stored["teacher"] == str(tmp_path / "runs" / "teacher.pt") and stored["distill_temperature"] == 2.0
+    with pytest.raises(SystemExit, match="--distill needs --members"):
+        accuracy.run(p.parse_args(["--chars74k", str(tmp_path), "--distill", "--epochs", "1", "--compare", "none"]))

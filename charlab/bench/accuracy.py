@@ -234,6 +234,8 @@ def _distil(args: argparse.Namespace, train_zip: Path, root: Path, dirs: list[Pa
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.distill and args.members < 2:  # before any training
+        raise SystemExit("--distill needs --members K (K >= 2): the student learns the members' ensemble")
     train_zip = chars74k_train_zip(args)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="charlab-bench-acc-"))
     from ..cli.train import _TqdmProgress
@@ -248,8 +250,6 @@ def run(args: argparse.Namespace) -> dict:
         probs, test = result.pop("_probs"), result.pop("_test")
         result.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", clock=args.clock,
                       val_fraction=args.val_fraction, date=time.strftime("%Y-%m-%d"))
-        if args.distill and args.members < 2:
-            raise SystemExit("--distill needs --members K (K >= 2): the student learns the members' ensemble")
         if args.members > 1:
             members, total, dirs = [result], probs.clone(), [first_dir]
             for k in range(1, args.members):
