@@ -55,13 +55,29 @@ def test_longtail_subset_of_chars74k(chars74k_train_zip):
     assert np.bincount(splits.test.labels.numpy(), minlength=36).tolist() == [15] * 36
 
 
+def write_shape_zips(folder, per_class: int) -> None:
+    """trainPart1.zip and testPart1.zip in `folder`, Chars74K-shaped: pages of 1200×900 with an L,
+    a V and a T drawn `per_class` times each, shifted and thickened a little every time."""
+    import zipfile
+
+    from PIL import Image, ImageDraw
+
+    shapes = {"L": [(500, 250), (500, 650), (750, 650)], "V": [(450, 250), (600, 650), (750, 250)],
+              "T": [(450, 250), (750, 250), (600, 250), (600, 650)]}
+    for part in ("trainPart1", "testPart1"):
+        with zipfile.ZipFile(folder / f"{part}.zip", "w") as zf:
+            for label, pts in shapes.items():
+                for i in range(per_class):
+                    im = Image.new("RGB", (1200, 900), "white")
+                    ImageDraw.Draw(im).line([(x + 30 * i, y) for x, y in pts], fill="black", width=12 + 6 * i)
+                    im.save(folder / "tmp.png")
+                    zf.write(folder / "tmp.png", f"{part}/{label}/{i}.png")
+
+
 def test_bench_strokes_measures_a_checkpoint_on_images_and_their_stroke_redrawing(tmp_path, monkeypatch):
     """`bench strokes --checkpoints`: the figures are the checkpoint's own predictions on the test
     zip's images and on the same images redrawn as canvas strokes, computed here by hand."""
-    import zipfile
     from pathlib import Path
-
-    from PIL import Image, ImageDraw
 
     from charlab.bench.strokes import measure_checkpoint
     from charlab.data import align_classes, load_source
@@ -69,17 +85,7 @@ def test_bench_strokes_measures_a_checkpoint_on_images_and_their_stroke_redrawin
     from charlab.predict import load_predictor
 
     monkeypatch.setenv("CHARLAB_CACHE_DIR", str(tmp_path / "cache"))
-    shapes = {"L": [(500, 250), (500, 650), (750, 650)], "V": [(450, 250), (600, 650), (750, 250)],
-              "T": [(450, 250), (750, 250), (600, 250), (600, 650)]}
-    for part in ("trainPart1", "testPart1"):
-        with zipfile.ZipFile(tmp_path / f"{part}.zip", "w") as zf:
-            for label, pts in shapes.items():
-                for i in range(3):
-                    im = Image.new("RGB", (1200, 900), "white")
-                    ImageDraw.Draw(im).line([(x + 30 * i, y) for x, y in pts], fill="black", width=12 + 6 * i)
-                    path = tmp_path / "tmp.png"
-                    im.save(path)
-                    zf.write(path, f"{part}/{label}/{i}.png")
+    write_shape_zips(tmp_path, 3)
     ref = str(Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic.pt")
     got = measure_checkpoint(ref, tmp_path / "trainPart1.zip", PEN_PX)
     pred = load_predictor(ref)

@@ -182,24 +182,14 @@ def test_bench_accuracy_distils_its_members_ensemble(tmp_path, monkeypatch):
     """`bench accuracy --members 2 --distill` on a tiny zip pair: the teacher file holds both
     members, the student's run stores it as its teacher, and the student's clock adds the members'."""
     import argparse
-    import zipfile
 
-    from PIL import Image, ImageDraw
+    from test_bench_accuracy import write_shape_zips
 
     from charlab.bench import accuracy
     from charlab.checkpoint import load_members
 
     monkeypatch.setenv("CHARLAB_CACHE_DIR", str(tmp_path / "cache"))
-    shapes = {"L": [(500, 250), (500, 650), (750, 650)], "V": [(450, 250), (600, 650), (750, 250)],
-              "T": [(450, 250), (750, 250), (600, 250), (600, 650)]}
-    for part in ("trainPart1", "testPart1"):
-        with zipfile.ZipFile(tmp_path / f"{part}.zip", "w") as zf:
-            for label, pts in shapes.items():
-                for i in range(4):
-                    im = Image.new("RGB", (1200, 900), "white")
-                    ImageDraw.Draw(im).line([(x + 30 * i, y) for x, y in pts], fill="black", width=12 + 6 * i)
-                    im.save(tmp_path / "tmp.png")
-                    zf.write(tmp_path / "tmp.png", f"{part}/{label}/{i}.png")
+    write_shape_zips(tmp_path, 4)
     p = argparse.ArgumentParser()
     accuracy.add_arguments(p)
     args = p.parse_args(["--chars74k", str(tmp_path), "--members", "2", "--distill", "--epochs", "2",
