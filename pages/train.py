@@ -123,7 +123,7 @@ if submitted:
     )
     try:
         config.validate()
-        check_source(config.data.source, config.data.test_source)  # refused here, not by a failing background run
+        check_source(config.data.source, config.data.test_source, config.data.side_inputs)  # not a failing run later
         run = launch(config, root=ui.runs_root())
         st.session_state["tr_last"] = (run.id, run.state, run.queue_position)
     except CharlabError as e:

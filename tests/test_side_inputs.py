@@ -217,3 +217,15 @@ def test_the_errors_page_reads_a_side_input_model_on_its_own_data(twins, lab, na
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Accuracy"].rstrip("%")) >= 90, metrics  # the side vectors came with its data
     assert len(at.get("plotly_chart")) >= 2  # the confusion matrix and the saliency overlays (Grad-CAM with side)
+
+
+def test_side_inputs_on_a_source_without_pages_are_refused_before_a_run_starts(tmp_path):
+    from charlab.data.sources import check_source
+
+    with pytest.raises(DataError, match="no page"):
+        check_source("synthetic", side_inputs="box")
+    folder = tmp_path / "src" / "c"
+    folder.mkdir(parents=True)
+    ring(0.3).save(folder / "0.png")
+    check_source(str(tmp_path / "src"), side_inputs="box")  # a folder of files: its pages are measured
+    check_source("synthetic")  # without side inputs, as before

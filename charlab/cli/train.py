@@ -130,7 +130,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     MODELS.get(cfg.model.name)  # an unknown model fails here, naming the valid ones, before a run folder exists
     from ..data.sources import check_source
 
-    check_source(cfg.data.source, cfg.data.test_source)  # a missing source fails here, before a run folder exists
+    # a missing source fails here, before a run folder exists
+    check_source(cfg.data.source, cfg.data.test_source, cfg.data.side_inputs)
     return cfg
 
 

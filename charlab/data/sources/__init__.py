@@ -51,11 +51,15 @@ def _has_side(ds: Optional["CharDataset"], cfg: DataConfig, source: str) -> Opti
     """Side inputs (charlab.data.geometry) come from pages: image files (a folder or zip). A CSV
     row, an idx image, a synthetic glyph or a digit-sum composite has no page to measure."""
     if ds is not None and cfg.side_inputs and ds.side is None:
-        from ...errors import DataError
-
-        raise DataError(f"side inputs ({cfg.side_inputs!r}) need image files on their pages (a folder or zip); "
-                        f"{source} has no page to measure them on; turn side inputs off for it")
+        raise _no_pages(source, cfg.side_inputs)
     return ds
+
+
+def _no_pages(source: str, kind: str):
+    from ...errors import DataError
+
+    return DataError(f"side inputs ({kind!r}) need image files on their pages (a folder or zip); "
+                     f"{source} has no page to measure them on; turn side inputs off for it")
 
 
 def source_counts(source: str, progress: Progress | None = None, *, split: str = "train") -> Counts:
@@ -80,14 +84,18 @@ def check_test_source(source: str, test_source: str | None) -> None:
                         "test source out to use the source's own test split, or name other data")
 
 
-def check_source(source: str, test_source: str | None = None) -> None:
+def check_source(source: str, test_source: str | None = None, side_inputs: str | None = None) -> None:
     """Cheap (nothing decoded): raise DataError when a training run on these sources would fail at
     once: a missing path, an unreadable zip or CSV header, bad options, absent idx files offline,
-    or a test source that is the training source itself. The app calls it before launching."""
+    a test source that is the training source itself, or side inputs asked of a source without
+    pages (DataConfig.side_inputs). The app calls it before launching."""
     resolve(source).check()
     if test_source:
         resolve(test_source).check()
         check_test_source(source, test_source)
+    for s in (source, test_source) if side_inputs else ():
+        if s and not resolve(s).pages:
+            raise _no_pages(s, side_inputs)
 
 
 __all__ = ["check_source", "SOURCES", "Counts", "Option", "Source", "check_split", "check_test_source", "kinds", "prefixes",

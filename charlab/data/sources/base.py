@@ -65,6 +65,7 @@ class Source:
     prefixes: ClassVar[tuple[str, ...]] = ()  # `prefix` / `prefix:ARG` strings this kind reads; () for path kinds
     options: ClassVar[tuple[Option, ...]] = ()  # the sidebar's widgets, in order
     menu: ClassVar[int] = 100  # position in the sidebar's list of kinds (lower first)
+    pages: ClassVar[bool] = False  # each image is a file on its own page: side inputs (charlab.data.geometry) can be measured
 
     def __init__(self, text: str, prefix: str = "", arg: str = ""):
         self.text = text  # the source string as given (stored in every dataset loaded from it)

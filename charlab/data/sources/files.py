@@ -312,6 +312,7 @@ class FileSource(PathSource):
     """A folder or a .zip of class folders."""
 
     title = "Folder or zip"
+    pages = True
     help = ("One subfolder per class (Chars74K's SampleNNN names are mapped to their characters), possibly "
             "split into train/ and test/. A sibling test zip or test/ folder becomes the test split.")
     options = (Option("path", str, "", label="Path to a folder or .zip", placeholder="/data/chars74k_hnd/trainPart1.zip",
