@@ -17,6 +17,7 @@ from charlab.errors import CharlabError, CheckpointError
 from charlab.training import fit
 from charlab.training.distill import DistillationLoss, Teacher
 
+from test_side_inputs import twins  # noqa: F401  (a fixture: size twins that only side inputs tell apart)
 from test_training import bars, curves, tiny_config, tiny_splits
 
 
@@ -205,3 +206,24 @@ def test_bench_accuracy_distils_its_members_ensemble(tmp_path, monkeypatch):
     assert stored["teacher"] == str(tmp_path / "runs" / "teacher.pt") and stored["distill_temperature"] == 2.0
     with pytest.raises(SystemExit, match="--distill needs --members"):
         accuracy.run(p.parse_args(["--chars74k", str(tmp_path), "--distill", "--epochs", "1", "--compare", "none"]))
+
+
+def test_teachers_with_and_without_side_inputs(twins, tmp_path):
+    """A side-input teacher gets the batch's side vector (its student, taught by it alone, tells
+    the size twins apart as it does); an image-only teacher teaches a side-input student from the
+    image alone; a side-input teacher cannot teach a run whose data has no side vector."""
+    from charlab.config import DataConfig
+
+    root, runs = twins
+
+    def student(side, teacher, epochs=15):
+        cfg = TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25, side_inputs=side),
+                          augment=AugmentConfig(), epochs=epochs, batch_size=8, lr=1e-2, patience=0, ema_decay=0.0,
+                          monitor="elapsed_s", teacher=str(runs[teacher].run_dir / "best.pt"), distill_weight=1.0,
+                          distill_temperature=1.0)
+        return fit(cfg, None)
+
+    assert student("box", "side").history[-1]["val_acc"] >= 0.9
+    assert len(student("box", "plain", epochs=1).history) == 1
+    with pytest.raises(CheckpointError, match="reads side inputs 'box'"):
+        student(None, "side", epochs=1)
