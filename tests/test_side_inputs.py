@@ -229,3 +229,20 @@ def test_side_inputs_on_a_source_without_pages_are_refused_before_a_run_starts(t
     ring(0.3).save(folder / "0.png")
     check_source(str(tmp_path / "src"), side_inputs="box")  # a folder of files: its pages are measured
     check_source("synthetic")  # without side inputs, as before
+
+
+def test_an_ensemble_file_of_side_input_models_and_a_mixed_one(twins, tmp_path):
+    from charlab.checkpoint import save_ensemble
+    from charlab.errors import CheckpointError
+    from charlab.predict import load_predictor
+
+    _, runs = twins
+    side, plain = runs["side"].run_dir / "best.pt", runs["plain"].run_dir / "best.pt"
+    save_ensemble(tmp_path / "ens.pt", [side, side])
+    ens, one = load_predictor(tmp_path / "ens.pt"), load_predictor(side)
+    assert ens.is_ensemble and ens.side_inputs == "box"
+    pages = [ring(0.3), ring(0.7)]
+    x, s = one.prepare_inputs(pages)
+    np.testing.assert_allclose(ens.probs(x, side=s), one.probs(x, side=s), atol=1e-6)  # two copies: the same
+    with pytest.raises(CheckpointError, match="side_inputs"):  # one reads the box, the other does not
+        load_predictor(f"{side}+{plain}")
