@@ -150,7 +150,7 @@ def test_every_stroke_benchmark_candidate_builds_a_valid_config_from_the_default
                                                            "teacher": lambda cfg: "teacher.pt"})
         cfg.validate()
         assert cfg.data.strokes in (0, 2) and (cfg.data.stroke_norm is not None) == (name == "norm")
-        assert (cfg.teacher == "teacher.pt") == (name == "distill")
+        assert (cfg.teacher == "teacher.pt") == (name in ("distill", "side_distill"))
     wide = CANDIDATES.get("wide")(get_recipe("default"), {})
     narrow = get_recipe("default").model
     assert count_parameters(create_model("charnet", 62, **wide.model.kwargs)) > 2 * count_parameters(

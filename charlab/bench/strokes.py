@@ -22,6 +22,7 @@ Candidates (`--candidates a,b`, see CANDIDATES) are trained on trainPart1 only:
 - `distill`: `strokes`, also learning the softened predictions of `--teacher FILE` (an ensemble
   file of `charlab ensemble`; TrainConfig.teacher). With `--on val` the teacher's members must
   have held out the same validation split, or its decision would rest on images it saw.
+- `side_distill`: `side` with a `--teacher` as `distill` has.
 `--checkpoints a.pt,b.pt` measures shipped models (no training), e.g. checkpoints/default.pt
 and checkpoints/synthetic.pt.
 
@@ -97,7 +98,7 @@ def _mix(cfg, ctx):
 @CANDIDATES.register("distill")
 def _distill(cfg, ctx):
     """`strokes`, also learning the softened predictions of the --teacher checkpoint (an ensemble distilled into one model)."""
-    cfg.data.strokes = 2
+    cfg = _strokes(cfg, ctx)
     cfg.teacher = ctx["teacher"](cfg)
     return cfg
 
@@ -108,6 +109,14 @@ def _side(cfg, ctx):
     from ..recipes import get_recipe
 
     cfg.data.strokes, cfg.data.side_inputs = 2, get_recipe("side").data.side_inputs
+    return cfg
+
+
+@CANDIDATES.register("side_distill")
+def _side_distill(cfg, ctx):
+    """`side`, also learning the softened predictions of the --teacher checkpoint (e.g. an ensemble of `side` seeds)."""
+    cfg = _side(cfg, ctx)
+    cfg.teacher = ctx["teacher"](cfg)
     return cfg
 
 
@@ -285,7 +294,7 @@ def run(args: argparse.Namespace) -> dict:
             row = {"description": (build.__doc__ or "").strip(), "members": members}
             if name.strip() == "pretrain":
                 row["pretrain_cpu_seconds"] = round(pretrain_cpu["s"], 1)
-            if name.strip() == "distill":
+            if cfg.teacher:
                 row.update(teacher=args.teacher, distill_weight=cfg.distill_weight,
                            distill_temperature=cfg.distill_temperature)
             if args.members > 1:
