@@ -246,3 +246,16 @@ def test_an_ensemble_file_of_side_input_models_and_a_mixed_one(twins, tmp_path):
     np.testing.assert_allclose(ens.probs(x, side=s), one.probs(x, side=s), atol=1e-6)  # two copies: the same
     with pytest.raises(CheckpointError, match="side_inputs"):  # one reads the box, the other does not
         load_predictor(f"{side}+{plain}")
+
+
+def test_the_pen_box_is_the_same_for_every_pen_width():
+    """"pen_box" takes the ink's stroke width off the box: one drawing rendered with pens of 6 to
+    40 canvas px keeps its size (the plain box grows by the pen)."""
+    from charlab.data.strokes import render_strokes
+
+    lines = [np.array([(60, 70), (60, 210), (180, 210)], float), np.array([(120, 90), (200, 140)], float)]
+    plain = [preprocess_image_side(render_strokes(lines, pen), BOX)[1][0] for pen in (6, 20, 40)]
+    pen_box = [preprocess_image_side(render_strokes(lines, pen), DataConfig(side_inputs="pen_box"))[1][0]
+               for pen in (6, 20, 40)]
+    assert plain[2] - plain[0] == pytest.approx(34 / 280, abs=0.01)  # the box grows by the pen's width
+    np.testing.assert_allclose(pen_box, 140 / 280, atol=0.01)  # the centre line is 140 px tall

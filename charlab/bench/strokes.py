@@ -19,6 +19,8 @@ Candidates (`--candidates a,b`, see CANDIDATES) are trained on trainPart1 only:
 - `side`: `strokes`, and the head also reads the ink's box on its page before the crop (size,
   position, aspect; DataConfig.side_inputs, charlab.data.geometry); the stroke set's box is
   measured on the canvas, the page it is drawn on;
+- `side_pen`: `side` with the ink's mean stroke width taken off the box's height and width, so
+  a canvas pen of 6 or 40 px and a thin tablet pen give the same size for the same centre line;
 - `distill`: `strokes`, also learning the softened predictions of `--teacher FILE` (an ensemble
   file of `charlab ensemble`; TrainConfig.teacher). With `--on val` the teacher's members must
   have held out the same validation split, or its decision would rest on images it saw.
@@ -117,6 +119,13 @@ def _side_distill(cfg, ctx):
     """`side`, also learning the softened predictions of the --teacher checkpoint (e.g. an ensemble of `side` seeds)."""
     cfg = _side(cfg, ctx)
     cfg.teacher = ctx["teacher"](cfg)
+    return cfg
+
+
+@CANDIDATES.register("side_pen")
+def _side_pen(cfg, ctx):
+    """`side` with the stroke width taken off the box (side inputs "pen_box"): the same numbers for any pen."""
+    cfg.data.strokes, cfg.data.side_inputs = 2, "pen_box"
     return cfg
 
 

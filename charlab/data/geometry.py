@@ -37,7 +37,7 @@ from ..registry import Registry
 @dataclass(frozen=True)
 class SideKind:
     dim: int  # length of the vector
-    fn: Callable[[Optional[tuple[int, int, int, int]], tuple[int, int]], np.ndarray]  # (box, (H, W)) -> float32 dim
+    fn: Callable[[Optional[tuple[int, int, int, int]], np.ndarray], np.ndarray]  # (ink box, ink-bright page H×W) -> float32 dim
     jitter: Callable  # (side float N×dim torch, generator-free, uses torch's RNG) -> N×dim, the training-time noise
     doc: str
 
@@ -45,16 +45,17 @@ class SideKind:
 SIDE_INPUTS: Registry[SideKind] = Registry("side input")
 
 
-def _box(box: Optional[tuple[int, int, int, int]], page_hw: tuple[int, int]) -> np.ndarray:
+def _box(box: Optional[tuple[int, int, int, int]], ink: np.ndarray, pen: float = 0.0) -> np.ndarray:
     """(top, bottom, left, right) inclusive on an H×W page -> float32 5:
     [box height, box width, centre x, centre y, log(height / width)], lengths in page heights,
-    the centre measured from the page's centre (0 = centred; + = right / down). No ink -> zeros."""
+    the centre measured from the page's centre (0 = centred; + = right / down). No ink -> zeros.
+    `pen` (pixels) is taken off the height and width: the box of the stroke's centre line."""
     if box is None:
         return np.zeros(5, np.float32)
     top, bottom, left, right = box
-    h_page, w_page = page_hw
+    h_page, w_page = ink.shape
     unit = float(max(h_page, 1))
-    bh, bw = bottom - top + 1, right - left + 1
+    bh, bw = max(bottom - top + 1 - pen, 1.0), max(right - left + 1 - pen, 1.0)
     cx = ((left + right + 1) / 2 - w_page / 2) / unit
     cy = ((top + bottom + 1) / 2 - h_page / 2) / unit
     return np.array([bh / unit, bw / unit, cx, cy, math.log(bh / bw)], np.float32)
@@ -78,8 +79,30 @@ def _jitter_box(side):
     return torch.where(blank, side, out)
 
 
+def stroke_width(ink: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """The ink's mean stroke width in pixels, 2·area / boundary: a band w wide and L long has
+    area w·L and 2·L boundary pixels (those with a 4-neighbour off the ink)."""
+    from .preprocess import _INK_LEVEL
+
+    top, bottom, left, right = box
+    a = ink[top:bottom + 1, left:right + 1]
+    mask = np.pad(a > int(ink.max()) * _INK_LEVEL, 1)  # (h+2)×(w+2)
+    inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    area = int(mask.sum())
+    boundary = area - int(inner.sum())
+    return 2.0 * area / boundary if boundary else 1.0
+
+
+def _pen_box(box: Optional[tuple[int, int, int, int]], ink: np.ndarray) -> np.ndarray:
+    """`box` less the stroke width: a pen-independent size (a 20-px canvas pen and a thin tablet
+    pen give the same numbers for the same centre line)."""
+    return _box(box, ink, stroke_width(ink, box) if box is not None else 0.0)
+
+
 SIDE_INPUTS.register("box")(SideKind(5, _box, _jitter_box, "the ink box on its page: height, width, centre x, "
                                      "centre y (page heights, from the page's centre), log aspect ratio"))
+SIDE_INPUTS.register("pen_box")(SideKind(5, _pen_box, _jitter_box, "as box, with the ink's mean stroke width "
+                                         "(2 x area / boundary pixels) taken off the height and width"))
 
 
 def side_kind(name: str) -> SideKind:
@@ -98,12 +121,12 @@ def page_side(name: str, ink: np.ndarray) -> np.ndarray:
 
     if ink.ndim != 2:
         raise CharlabError(f"side inputs need one H×W page, got an array of shape {ink.shape}")
-    return side_kind(name).fn(ink_bbox(ink) if ink.size else None, ink.shape)
+    return side_kind(name).fn(ink_bbox(ink) if ink.size else None, ink)
 
 
 def describe(kind: str, side, page: str = "page") -> str:
     """The side vector in words, for the Draw page ("32% × 28% of the canvas's height, centred")."""
-    if kind != "box":
+    if kind not in ("box", "pen_box"):
         return f"side inputs {kind}: " + ", ".join(f"{float(v):.2f}" for v in side)
     h, w, cx, cy, _ = (float(v) for v in side)
     if h <= 0:
