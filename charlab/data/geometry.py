@@ -17,10 +17,13 @@ The page is the whole image the character was found in, as preprocessing receive
   how big the character looks depends on how the user framed it, so there the vector says how
   the shot was framed, not how big the writing was. That is the honest reading, and the Draw
   page says so beside the upload.
-- CSV / MNIST-style rows: the stored array (already a cropped and centred glyph, so the vector is
-  nearly constant there and carries little).
+- CSV rows, idx images (MNIST), synthetic glyphs and digit-sum composites have no page (they are
+  stored already cropped, or drawn without a sheet): side inputs are refused for them
+  (charlab.data.sources.check_source), not faked.
 
-Every kind is a registry key; its vector has a fixed length (`side_dim`).
+Every kind is a registry key; its vector has a fixed length (`side_dim`): `box` (the ink box as
+it is) and `pen_box` (the box less the ink's stroke width, so a thick canvas pen and a thin
+tablet pen give the same size for the same centre line).
 """
 from __future__ import annotations
 
