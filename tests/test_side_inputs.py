@@ -21,6 +21,7 @@ from test_app_pages import ok, open_app
 lab, navigation_v2 = app_tests.lab, app_tests.navigation_v2  # the app tests' fixtures, for the Draw page test
 
 PAGE = (90, 120)  # H, W of the toy pages (Chars74K's are 900×1200)
+TWIN_PAGE = (360, 480)  # the c/C training pages: every ring above the model's 28 px
 BOX = DataConfig(side_inputs="box")
 
 
@@ -74,10 +75,12 @@ def twins(tmp_path_factory):
     rng = np.random.default_rng(0)
     for cls, lo, hi in (("c", 0.25, 0.4), ("C", 0.55, 0.8)):
         (root / "src" / cls).mkdir(parents=True)
-        for i in range(40):
+        for i in range(60):
             d = rng.uniform(lo, hi)
-            ring(d, centre=(rng.uniform(0.35, 0.65), rng.uniform(0.45, 0.55)), aspect=rng.uniform(0.7, 1.3),
-                 pen=rng.uniform(0.08, 0.16)).save(root / "src" / cls / f"{i}.png")
+            # pages big enough that every ring is shrunk to 28 px: on 90-px pages the small rings were
+            # enlarged (blurred) and the big ones shrunk (sharp), a cue the image-only model learned
+            ring(d, page=TWIN_PAGE, centre=(rng.uniform(0.35, 0.65), rng.uniform(0.45, 0.55)),
+                 aspect=rng.uniform(0.7, 1.3), pen=rng.uniform(0.08, 0.16)).save(root / "src" / cls / f"{i}.png")
     runs = {}
     for name, side in (("side", "box"), ("plain", None)):
         cfg = TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25, side_inputs=side),
