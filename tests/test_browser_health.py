@@ -185,10 +185,10 @@ def test_map_renders_for_chars74k(app_url, browser, chars74k_train_zip):  # noqa
 
 
 def test_map_renders_for_a_60000_image_folder(app_url, browser, tmp_path_factory):  # noqa: F811
-    """Cold (empty caches) this took 4 min 03 s on the 2 shared cores at load 7 (3 min 12 s at
-    load 3 while the map still laid out all 60,000 points): writing the files ~12 s, then in the
-    app decoding, embedding, the raw pass, the neighbour scan and a map of 15,000 of the points
-    (the check alone 86 s at load 7), then drawing them, a hover and a lasso."""
+    """Cold (empty caches) ~50 s alone on a quiet machine, up to 2 min inside the full suite
+    (BENCHMARKS.md, "Data health"): writing the files, then in the app decoding, embedding, the
+    raw pass, the neighbour scan and a map of 15,000 of the points, then drawing them, a hover
+    and a lasso."""
     from PIL import Image
 
     from charlab.config import DataConfig
