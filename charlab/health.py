@@ -44,6 +44,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -98,7 +99,13 @@ def model_features(images: torch.Tensor, predictor, progress: Optional[Progress]
     if not isinstance(head, torch.nn.Linear):
         raise CharlabError(f"{type(model).__name__} has no Linear head to read features from; use the pixel embedding")
     feats: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda mod, inp, out: feats.append(inp[0].detach().float().cpu()))
+    me = threading.get_ident()
+
+    def keep(mod, inp, out):  # the app shares the model between sessions: keep this thread's batches only
+        if threading.get_ident() == me:
+            feats.append(inp[0].detach().float().cpu())
+
+    hook = head.register_forward_hook(keep)
     n = len(images)
     probs = np.empty((n, predictor.num_classes), np.float32)
     try:

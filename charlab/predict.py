@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -110,6 +111,9 @@ class Explanation:
     side: Optional[np.ndarray] = None  # float32 G: the side vector the model read (charlab.data.geometry), if any
 
 
+_BULK_LOCK = threading.Lock()  # guards Predictor._bulk (module-level: a Predictor stays picklable)
+
+
 @dataclass
 class Predictor:
     """Model(s) + classes + preprocessing. Stateless after construction: safe to share."""
@@ -139,9 +143,11 @@ class Predictor:
         from .models import inference_copy
 
         key = tuple(map(id, self.models))
-        if self._bulk is None or self._bulk[0] != key:
-            self._bulk = (key, [inference_copy(m) for m in self.models])
-        return self._bulk[1]
+        with _BULK_LOCK:  # the app shares one Predictor between sessions: build the copies once, so a
+            # hook put on them (health.model_features) sits on the copies every later call runs
+            if self._bulk is None or self._bulk[0] != key:
+                self._bulk = (key, [inference_copy(m) for m in self.models])
+            return self._bulk[1]
 
     @property
     def is_ensemble(self) -> bool:

@@ -285,6 +285,34 @@ def test_model_embedding_is_the_penultimate_layer_and_cached(tmp_path):
     assert np.array_equal(x, x2)
 
 
+
+def test_model_embedding_ignores_other_threads_predicting_with_the_same_model():
+    """The app shares one loaded model between sessions: a Draw-page prediction in another thread
+    while the Dataset page embeds must neither add rows to the features nor change them."""
+    import threading
+
+    pred = _predictor()
+    imgs = (torch.rand(1500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    alone, _ = health.model_features(imgs, pred)
+    stop, errors = threading.Event(), []
+
+    def draw_page():
+        while not stop.is_set():
+            try:
+                pred.probs(imgs[:3])
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+    t = threading.Thread(target=draw_page)
+    t.start()
+    try:
+        shared, _ = health.model_features(imgs, pred, batch_size=128)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors and shared.shape == alone.shape
+    np.testing.assert_allclose(shared, alone, atol=1e-5)
+
 def test_cli_json_has_duplicates_leaks_and_outliers(planted, tmp_path):
     paths, truth = planted
     env = {"CHARLAB_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "GOMP_SPINCOUNT": "0"}
