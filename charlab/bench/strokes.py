@@ -97,12 +97,16 @@ def _mix(cfg, ctx):
     return cfg
 
 
+def _taught(cfg, ctx):
+    """`cfg` also learning from the --teacher checkpoint (checked for a validation decision)."""
+    cfg.teacher = ctx["teacher"](cfg)
+    return cfg
+
+
 @CANDIDATES.register("distill")
 def _distill(cfg, ctx):
     """`strokes`, also learning the softened predictions of the --teacher checkpoint (an ensemble distilled into one model)."""
-    cfg = _strokes(cfg, ctx)
-    cfg.teacher = ctx["teacher"](cfg)
-    return cfg
+    return _taught(_strokes(cfg, ctx), ctx)
 
 
 @CANDIDATES.register("side")
@@ -117,9 +121,7 @@ def _side(cfg, ctx):
 @CANDIDATES.register("side_distill")
 def _side_distill(cfg, ctx):
     """`side`, also learning the softened predictions of the --teacher checkpoint (e.g. an ensemble of `side` seeds)."""
-    cfg = _side(cfg, ctx)
-    cfg.teacher = ctx["teacher"](cfg)
-    return cfg
+    return _taught(_side(cfg, ctx), ctx)
 
 
 @CANDIDATES.register("side_pen")
