@@ -56,11 +56,15 @@ def canvas_image(canvas):
     return Image.fromarray(np.ascontiguousarray(rgba[..., :3]), "RGB")
 
 
-def side_note(ex, kind, mode: str):
+def side_note(ex, pred, mode: str):
     """A caption for a side-input model (charlab.data.geometry): what it read besides the pixels;
     None for an image-only model."""
-    if ex.side is None or not kind:
+    kind = pred.side_inputs
+    if not kind:
         return None
+    if ex.side is None:  # an optional side vector, left out for a photo (Predictor.explain(page=False))
+        return ("A photo has no fixed sheet, so its framing says nothing of the writing's size: the model "
+                "reads its pixels alone (on the canvas it also reads the ink's size and place).")
     from charlab.data.geometry import describe
 
     if mode == "draw":

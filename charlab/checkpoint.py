@@ -104,6 +104,7 @@ def build_model_from_config(config: TrainConfig, num_classes: int, input_shape: 
     try:
         return create_model(config.model.name, num_classes=num_classes, in_chans=1,
                             image_size=tuple(input_shape), side_inputs=config.data.side_inputs,
+                            side_dropout=config.data.side_dropout,
                             **dict(config.model.kwargs))
     except UnknownNameError as e:
         raise CheckpointError(f"checkpoint needs a model this charlab does not have: {e}") from None

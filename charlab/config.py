@@ -37,6 +37,7 @@ class DataConfig:
     stroke_pens: tuple = (10.0, 32.0)  # pen widths of those redrawings, uniform, in canvas pixels (the Draw page's pen: 6-40, default 20)
     stroke_norm: Optional[float] = None  # redraw every image's ink as its skeleton with this pen width (fraction of the padded square's side; 0.08 ~ 2 px at 28) so tablet ink and canvas strokes look alike; None keeps the ink as drawn
     side_inputs: Optional[str] = None  # also keep the ink's box on its page from before the crop (a key of charlab.data.geometry.SIDE_INPUTS: "box") and feed it to the model's head beside the image; None = the image alone
+    side_dropout: float = 0.0  # with side_inputs: share of training images whose side vector is hidden from the head (modality dropout), so the model also reads images that come without a page (MNIST, CSV rows, synthetic glyphs); 0 = every image must come with its page
 
     def preprocessing(self) -> dict:
         """{field: value} of PREPROCESS_FIELDS."""
@@ -49,6 +50,8 @@ class DataConfig:
             from .data.geometry import side_kind
 
             side_kind(self.side_inputs)  # an unknown kind fails listing the valid ones
+        if not 0 <= self.side_dropout < 1:
+            raise CharlabError(f"side_dropout must be a share in [0, 1), got {self.side_dropout}")
         if self.stroke_norm is not None and not 0 < self.stroke_norm < 0.5:
             raise CharlabError(f"stroke_norm must be a pen width in (0, 0.5) of the image side (or None), got {self.stroke_norm}")
         if len(self.stroke_pens) != 2 or not 0 < self.stroke_pens[0] <= self.stroke_pens[1]:

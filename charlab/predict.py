@@ -181,6 +181,13 @@ class Predictor:
         """The side-vector kind the model(s) read beside the image (charlab.data.geometry), or None."""
         return getattr(self.data_config, "side_inputs", None) or None
 
+    @property
+    def side_optional(self) -> bool:
+        """Whether its side-input models also read images that come without a page (DataConfig.side_dropout)."""
+        from .models import side_optional
+
+        return bool(self.side_inputs) and all(side_optional(m) for m in self.models)
+
     # --- images -> model input -------------------------------------------------------
     def prepare(self, pil_image) -> np.ndarray:
         """The H×W uint8 image (ink bright on dark) the model actually sees: S×S, or wide for digit sums."""
@@ -245,6 +252,8 @@ class Predictor:
         """The side vectors as a float tensor, or a DataError saying what is missing."""
         if not self.side_inputs:
             return None  # an image-only model: a dataset's side vectors are simply not used
+        if side is None and self.side_optional:
+            return None  # images without a page (MNIST, CSV, synthetic): the model reads the image alone
         if side is None:
             raise DataError(f"this model also reads the ink's size and position on its page (side inputs "
                             f"{self.side_inputs!r}), and these images come without them: load the data with the "
@@ -279,13 +288,16 @@ class Predictor:
         return self.topk(self.probs(x, side=side), top_k)
 
     # --- one image, everything the Draw page shows --------------------------------------
-    def explain(self, image, top_k: int = 5) -> "Explanation":
+    def explain(self, image, top_k: int = 5, page: bool = True) -> "Explanation":
         """A raw image -> what the model saw, its probabilities, top-k and Grad-CAM of the top
         class, from ONE preparation and one forward pass per member (the Grad-CAM gradients
-        come from that same pass)."""
+        come from that same pass). `page=False` says the image's frame is no page (a photo,
+        framed at will): a model whose side vector is optional then reads the pixels alone."""
         from . import saliency
 
         seen, side = self.prepare_side(image)  # H×W uint8, G float32 or None
+        if not page and self.side_optional:
+            side = None
         x = saliency.as_input(seen).to(self.device)  # 1×1×H×W float in [0,1]
         side = None if side is None else side[None]  # 1×G
         with contextlib.ExitStack() as stack:

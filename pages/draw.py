@@ -71,7 +71,7 @@ if image is None:
 try:
     pred = ui.predictor_for(ref)
     t0 = time.perf_counter()
-    ex = pred.explain(image, top_k=5)  # one preparation, one forward pass: top-5 and Grad-CAM
+    ex = pred.explain(image, top_k=5, page=mode == "draw")  # one preparation and forward pass: top-5, Grad-CAM
     ms = (time.perf_counter() - t0) * 1000
     lookalikes = ui.lookalikes(ref, ui._mtime(ref))
 except CharlabError as e:
@@ -82,7 +82,7 @@ with mid:
     st.markdown(ui_draw.verdict(ex, pred.classes, lookalikes), unsafe_allow_html=True)
     st.plotly_chart(ui_draw.top_chart(ex.top), key="draw_top5")
     st.caption(f"Top-5 of {len(pred.classes)} classes · {ms:.0f} ms on the server (prediction + Grad-CAM)")
-    if (note := ui_draw.side_note(ex, pred.side_inputs, mode)) is not None:
+    if (note := ui_draw.side_note(ex, pred, mode)) is not None:
         st.caption(note)
 with right:
     s_h, s_w = ex.image.shape

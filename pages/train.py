@@ -123,7 +123,8 @@ if submitted:
     )
     try:
         config.validate()
-        check_source(config.data.source, config.data.test_source, config.data.side_inputs)  # not a failing run later
+        check_source(config.data.source, config.data.test_source, config.data.side_inputs,
+                     config.data.side_dropout)  # not a failing run later
         run = launch(config, root=ui.runs_root())
         st.session_state["tr_last"] = (run.id, run.state, run.queue_position)
     except CharlabError as e:

@@ -74,6 +74,29 @@ def test_forward_backward_with_side_inputs(name):
             plain.eval()(x, side)
 
 
+def test_an_optional_side_vector_is_dropped_in_training_and_may_be_left_out():
+    """side_dropout: a "present" flag joins the vector, training zeroes that share of the rows
+    (flag included: what an image without a page gives), and model(x) reads the image alone."""
+    from charlab.models._layers import SideNoise
+
+    torch.manual_seed(0)
+    model = create_model("charnet", num_classes=7, in_chans=1, image_size=28, side_inputs="box", side_dropout=0.25)
+    assert model.side_net[2].in_features == 6  # 5 numbers and the flag
+    noise = SideNoise("box", 0.25).train()
+    rows = torch.cat([torch.rand(4000, 5) + 0.1, torch.ones(4000, 1)], dim=1)  # N×6, all present
+    dropped = (noise(rows).abs().sum(1) == 0).float().mean().item()
+    assert 0.22 < dropped < 0.28
+    assert torch.equal(noise.eval()(rows), rows)  # no noise and no dropping at prediction
+    model.eval()
+    x, side = torch.rand(3, 1, 28, 28), torch.rand(3, 5)
+    with torch.no_grad():
+        alone, read = model(x), model(x, side)
+        assert alone.shape == (3, 7) and torch.isfinite(alone).all() and not torch.allclose(alone, read)
+        zeros = torch.cat([model.neck(model.pool(model.features(x)).flatten(1)),
+                           model.side_net(torch.zeros(3, 6))], dim=1)
+        assert torch.allclose(alone, model.head(zeros))  # left out = the all-zeros row it was trained on
+
+
 
 @pytest.mark.parametrize("name", list_models())
 def test_inference_copy_gives_the_models_logits(name):

@@ -82,11 +82,41 @@ def twins(tmp_path_factory):
             ring(d, page=TWIN_PAGE, centre=(rng.uniform(0.35, 0.65), rng.uniform(0.45, 0.55)),
                  aspect=rng.uniform(0.7, 1.3), pen=rng.uniform(0.08, 0.16)).save(root / "src" / cls / f"{i}.png")
     runs = {}
-    for name, side in (("side", "box"), ("plain", None)):
-        cfg = TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25, side_inputs=side),
+    for name, side, drop in (("side", "box", 0.0), ("plain", None, 0.0), ("optional", "box", 0.3)):
+        cfg = TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25, side_inputs=side,
+                                          side_dropout=drop),
                           augment=get_preset("none"), epochs=15, batch_size=8, lr=1e-2, patience=0, ema_decay=0.0)
         runs[name] = fit(cfg, root / name)
     return root, runs
+
+
+def test_an_optional_side_vector_is_read_with_a_page_and_skipped_without_one(twins, tmp_path):
+    """side_dropout: trained with 30% of the vectors hidden, the model still tells c from C by the
+    page, and it also reads images that have no page (a CSV of crops), which the model whose side
+    vector is required refuses with a clear message."""
+    from charlab.data import load_source
+    from charlab.predict import load_predictor
+
+    _, runs = twins
+    assert runs["optional"].history[-1]["val_acc"] >= 0.9, runs["optional"].history
+    pred = load_predictor(runs["optional"].run_dir)
+    assert pred.side_optional and not load_predictor(runs["side"].run_dir).side_optional
+    assert [t[0][0] for t in pred.predict_images([ring(0.3), ring(0.7)], top_k=1)] == ["c", "C"]
+    crops = [pred.prepare(ring(d)) for d in (0.3, 0.35, 0.6, 0.7)]  # 28×28, ink bright: no page left
+    csv = tmp_path / "crops.csv"
+    csv.write_text("".join(f"{c},{','.join(str(int(v)) for v in a.ravel())}\n"
+                           for c, a in zip("ccCC", crops)))
+    ds = load_source(str(csv), pred.data_config_for(str(csv)))
+    assert ds.side is None and len(ds) == 4
+    p = pred.predict_dataset(ds)
+    assert p.shape == (4, 2) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert np.allclose(p, p[0], atol=0.05)  # the same picture four times: without the page, one answer
+    with pytest.raises(DataError, match="no page"):
+        load_source(str(csv), load_predictor(runs["side"].run_dir).data_config_for(str(csv)))
+    # an upload's frame is no page (Predictor.explain(page=False), the Draw page's photos): the
+    # optional model reads the pixels alone, a model that needs the vector still measures the frame
+    assert pred.explain(ring(0.7), page=False).side is None and pred.explain(ring(0.7)).side is not None
+    assert load_predictor(runs["side"].run_dir).explain(ring(0.7), page=False).side is not None
 
 
 def test_side_inputs_tell_apart_what_the_crop_makes_identical(twins):
@@ -95,6 +125,31 @@ def test_side_inputs_tell_apart_what_the_crop_makes_identical(twins):
     assert side >= 0.9, runs["side"].history
     assert plain <= 0.75  # the same pictures: an image-only model guesses
     assert runs["side"].model.side_dim == 5 and runs["plain"].model.side_dim == 0
+
+
+def test_an_image_only_body_starts_a_side_input_run_not_the_reverse(twins):
+    """Synthetic pretraining has no page to measure, so the pretrained body must be able to start a
+    side-input fine-tune: the body transfers, the side MLP and the wider head start new and learn."""
+    from charlab.checkpoint import read_checkpoint_dict
+    from charlab.errors import CheckpointError
+    from charlab.training import fit
+
+    root, runs = twins
+    plain_ck = runs["plain"].run_dir / "best.pt"
+    cfg = TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25, side_inputs="box"),
+                      augment=get_preset("none"), epochs=8, batch_size=8, lr=1e-2, patience=0, ema_decay=0.0,
+                      init_from=str(plain_ck), freeze_body=True)
+    tuned = fit(cfg, root / "tuned")
+    assert any("body kept" in n for n in tuned.notes), tuned.notes
+    assert tuned.model.side_dim == 5
+    before, after = read_checkpoint_dict(plain_ck)["model"], tuned.model.state_dict()
+    body = [k for k in before if not k.startswith("head.")]
+    assert body and all(torch.equal(before[k], after[k]) for k in body)  # frozen: only the side MLP and head learned
+    assert tuned.history[-1]["val_acc"] >= 0.9, tuned.history  # and they learned what the image cannot say
+    back = TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25), augment=get_preset("none"),
+                       epochs=1, init_from=str(runs["side"].run_dir / "best.pt"))
+    with pytest.raises(CheckpointError, match="same side vector"):
+        fit(back, root / "back")
 
 
 def test_a_side_input_model_saves_reloads_and_predicts_identically(twins):

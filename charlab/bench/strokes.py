@@ -21,6 +21,10 @@ Candidates (`--candidates a,b`, see CANDIDATES) are trained on trainPart1 only:
   measured on the canvas, the page it is drawn on;
 - `side_pen`: `side` with the ink's mean stroke width taken off the box's height and width, so
   a canvas pen of 6 or 40 px and a thin tablet pen give the same size for the same centre line;
+- `side_pen_optional`: `side_pen` trained with a quarter of the side vectors hidden
+  (DataConfig.side_dropout), so the same model also reads images without a page (MNIST, CSV);
+- `side_pen_pretrain`: `side_pen` starting from the `pretrain` candidate's synthetic charnet:
+  the image body transfers, the side MLP and the head start new (synthetic glyphs have no page);
 - `distill`: `strokes`, also learning the softened predictions of `--teacher FILE` (an ensemble
   file of `charlab ensemble`; TrainConfig.teacher). With `--on val` the teacher's members must
   have held out the same validation split, or its decision would rest on images it saw.
@@ -129,6 +133,22 @@ def _side_pen(cfg, ctx):
     """`side` with the stroke width taken off the box (side inputs "pen_box"): the same numbers for any pen."""
     cfg.data.strokes, cfg.data.side_inputs = 2, "pen_box"
     return cfg
+
+
+@CANDIDATES.register("side_pen_optional")
+def _side_pen_optional(cfg, ctx):
+    """`side_pen` with a quarter of the side vectors hidden in training (DataConfig.side_dropout; the recipe `side_pen`)."""
+    from ..recipes import get_recipe
+
+    cfg.data.side_dropout = get_recipe("side_pen").data.side_dropout
+    return _side_pen(cfg, ctx)
+
+
+@CANDIDATES.register("side_pen_pretrain")
+def _side_pen_pretrain(cfg, ctx):
+    """`side_pen` on the body of a charnet pretrained on synthetic handwriting (its side MLP and head start new)."""
+    cfg.init_from = str(ctx["pretrained"]())
+    return _side_pen(cfg, ctx)
 
 
 def check_teacher_split(teacher: str, cfg) -> None:
@@ -303,8 +323,8 @@ def run(args: argparse.Namespace) -> dict:
                 if res.run_dir is not None:
                     (res.run_dir / "bench.json").write_text(__import__("json").dumps(members[-1], indent=1))
             row = {"description": (build.__doc__ or "").strip(), "members": members}
-            if name.strip() == "pretrain":
-                row["pretrain_cpu_seconds"] = round(pretrain_cpu["s"], 1)
+            if cfg.init_from and cfg.init_from == str(root / "synthetic-charnet.pt"):
+                row["pretrain_cpu_seconds"] = round(pretrain_cpu["s"], 1)  # 0 where an earlier candidate's was reused
             if cfg.teacher:
                 row.update(teacher=args.teacher, distill_weight=cfg.distill_weight,
                            distill_temperature=cfg.distill_temperature)

@@ -131,7 +131,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     from ..data.sources import check_source
 
     # a missing source fails here, before a run folder exists
-    check_source(cfg.data.source, cfg.data.test_source, cfg.data.side_inputs)
+    check_source(cfg.data.source, cfg.data.test_source, cfg.data.side_inputs, cfg.data.side_dropout)
     return cfg
 
 

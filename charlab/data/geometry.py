@@ -15,11 +15,14 @@ The page is the whole image the character was found in, as preprocessing receive
 - `predict` on a file: that file's frame;
 - an uploaded photo or scan (charlab.photo): the photo's frame. A photo has no fixed sheet:
   how big the character looks depends on how the user framed it, so there the vector says how
-  the shot was framed, not how big the writing was. That is the honest reading, and the Draw
-  page says so beside the upload.
+  the shot was framed, not how big the writing was. The Draw page says so beside the upload,
+  and leaves the vector out where the model's is optional (below).
 - CSV rows, idx images (MNIST), synthetic glyphs and digit-sum composites have no page (they are
   stored already cropped, or drawn without a sheet): side inputs are refused for them
-  (charlab.data.sources.check_source), not faked.
+  (charlab.data.sources.check_source), not faked, unless the model's side vector is optional
+  (DataConfig.side_dropout: trained with that share of the vectors hidden, behind a "present"
+  flag). Such a model reads a page-less image by its pixels alone, and the Draw page reads an
+  uploaded photo that way too, since a photo's framing says nothing of the writing's size.
 
 Every kind is a registry key; its vector has a fixed length (`side_dim`): `box` (the ink box as
 it is) and `pen_box` (the box less the ink's stroke width, so a thick canvas pen and a thin

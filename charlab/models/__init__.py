@@ -79,11 +79,12 @@ def _positive_int(what: str, value) -> int:
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 1, image_size: int | tuple[int, int] = 28,
-                 side_inputs: Optional[str] = None, **kwargs) -> nn.Module:
+                 side_inputs: Optional[str] = None, side_dropout: float = 0.0, **kwargs) -> nn.Module:
     """Build model `name` for `num_classes` classes on in_chans×H×W images, in train mode.
 
     `side_inputs` (a key of charlab.data.geometry.SIDE_INPUTS, as DataConfig.side_inputs) makes
-    its head also take that side vector: `model(x, side)`, side float N×G."""
+    its head also take that side vector: `model(x, side)`, side float N×G; with `side_dropout` > 0
+    (DataConfig.side_dropout) the vector is optional: `model(x)` reads the image alone."""
     builder = MODELS.get(name)  # unknown name -> UnknownNameError listing the valid ones
     num_classes = _positive_int("num_classes", num_classes)
     in_chans = _positive_int("in_chans", in_chans)
@@ -102,13 +103,18 @@ def create_model(name: str, num_classes: int, in_chans: int = 1, image_size: int
         if not isinstance(model, ConvClassifier):
             raise CharlabError(f"model {name!r} ({type(model).__name__}) cannot take side inputs: only the zoo's "
                                "ConvClassifier head concatenates them")
-        model.add_side_inputs(side_inputs)
+        model.add_side_inputs(side_inputs, dropout=side_dropout)
     return model
 
 
 def side_dim(model: nn.Module) -> int:
     """Length of the side vector `model` reads beside the image (0: the image alone)."""
     return int(getattr(getattr(model, "module", model), "side_dim", 0))
+
+
+def side_optional(model: nn.Module) -> bool:
+    """Whether a side-input `model` also reads images that come without their side vector."""
+    return bool(getattr(getattr(model, "module", model), "side_dropout", 0.0))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -160,12 +166,16 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
 
 
 def head_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    return _head(model).parameters()
+    """The head's parameters, and those of the side-input MLP that feeds it (add_side_inputs)."""
+    side_net = getattr(getattr(model, "module", model), "side_net", None)
+    yield from _head(model).parameters()
+    if isinstance(side_net, nn.Module):
+        yield from side_net.parameters()
 
 
 def body_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """Every parameter outside the head: what `freeze_body` sets requires_grad=False on."""
-    head_ids = {id(p) for p in _head(model).parameters()}
+    head_ids = {id(p) for p in head_parameters(model)}
     return (p for p in model.parameters() if id(p) not in head_ids)
 
 
@@ -199,4 +209,4 @@ def _discover() -> None:
 _discover()
 
 __all__ = ["register_model", "list_models", "create_model", "model_options", "model_info", "count_parameters",
-           "replace_head", "head_parameters", "body_parameters", "side_dim", "inference_copy", "BoundSide", "MODELS"]
+           "replace_head", "head_parameters", "body_parameters", "side_dim", "side_optional", "inference_copy", "BoundSide", "MODELS"]

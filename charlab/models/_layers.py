@@ -137,22 +137,28 @@ SIDE_FEATURES = 32  # width of the side vector's embedding beside the image feat
 
 
 class SideNoise(nn.Module):
-    """The side kind's training-time jitter (charlab.data.geometry), in train mode only; drawn
-    from torch's global RNG, which fit() seeds per epoch as it does for dropout."""
+    """The side kind's training-time jitter (charlab.data.geometry) and, for an optional side
+    vector, its dropout, in train mode only; drawn from torch's global RNG, which fit() seeds per
+    epoch as it does for dropout. An optional vector arrives as N×(G+1), its last column the
+    "present" flag: a dropped row becomes all zeros, exactly what an image without a page gives."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, dropout: float = 0.0):
         super().__init__()
-        self.kind = kind
+        self.kind, self.dropout = kind, float(dropout)
 
     def forward(self, side: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return side
         from ..data.geometry import side_kind
 
-        return side_kind(self.kind).jitter(side)  # N×G
+        if not self.dropout:
+            return side_kind(self.kind).jitter(side)  # N×G
+        box = side_kind(self.kind).jitter(side[:, :-1])  # N×G
+        keep = (torch.rand(len(side), 1, device=side.device) >= self.dropout).to(side.dtype)  # N×1
+        return torch.cat([box, side[:, -1:]], dim=1) * keep  # N×(G+1)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return f"kind={self.kind!r}" + (f", dropout={self.dropout:g}" if self.dropout else "")
 
 
 class BoundSide(nn.Module):
@@ -210,29 +216,41 @@ class ConvClassifier(nn.Module):
         return self.get_submodule(self._cam)
 
     side_dim = 0  # length of the side vector the head also takes (add_side_inputs); 0 = the image alone
+    side_dropout = 0.0  # > 0: the side vector is optional (trained with that share hidden); model(x) reads the image alone
 
-    def add_side_inputs(self, kind: str) -> "ConvClassifier":
+    def add_side_inputs(self, kind: str, dropout: float = 0.0) -> "ConvClassifier":
         """Make the head take a side vector of `kind` (charlab.data.geometry) beside the image:
         side N×G -> training noise (train mode only, like dropout) -> BatchNorm (standardises it
         on the training data's statistics) -> Linear G→32 -> ReLU -> Linear 32→32 -> ReLU, concatenated
-        with the neck's output before a new, wider head. Called right after building, before training."""
+        with the neck's output before a new, wider head. Called right after building, before training.
+        With `dropout` > 0 a "present" flag joins the vector (G+1 inputs) and that share of training
+        rows is zeroed, so an image with no page (side None) is a case the head has learned."""
         from ..data.geometry import side_kind
 
         g = side_kind(kind).dim
-        self.side_kind, self.side_dim = kind, g
-        self.side_net = nn.Sequential(SideNoise(kind), nn.BatchNorm1d(g), nn.Linear(g, SIDE_FEATURES), nn.ReLU(),
-                                      nn.Linear(SIDE_FEATURES, SIDE_FEATURES), nn.ReLU())  # N×G -> N×32
+        self.side_kind, self.side_dim, self.side_dropout = kind, g, float(dropout)
+        g_in = g + (1 if dropout else 0)
+        self.side_net = nn.Sequential(SideNoise(kind, dropout), nn.BatchNorm1d(g_in), nn.Linear(g_in, SIDE_FEATURES),
+                                      nn.ReLU(), nn.Linear(SIDE_FEATURES, SIDE_FEATURES), nn.ReLU())  # N×G' -> N×32
         self.head = nn.Linear(self.head.in_features + SIDE_FEATURES, self.num_classes)  # N×(head_in+32) -> N×classes
         return self
+
+    def _side_vector(self, side: Optional[torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
+        """The side net's input: N×G, or N×(G+1) with the present flag for an optional vector."""
+        if not self.side_dropout:
+            if side is None:
+                raise CharlabError(f"this model also reads the ink's size and position on its page "
+                                   f"(side inputs {self.side_kind!r}); pass them: model(x, side)")
+            return side.to(like.dtype)
+        if side is None:  # no page: the all-zeros row it learned from dropped vectors
+            return like.new_zeros(n, self.side_dim + 1)
+        return torch.cat([side.to(like.dtype), like.new_ones(n, 1)], dim=1)  # N×(G+1)
 
     def forward(self, x: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
         z = self.pool(self.features(x)).flatten(1)  # N×(C·gh·gw)
         h = self.neck(z)  # N×head_in
         if self.side_dim:
-            if side is None:
-                raise CharlabError(f"this model also reads the ink's size and position on its page "
-                                   f"(side inputs {self.side_kind!r}); pass them: model(x, side)")
-            h = torch.cat([h, self.side_net(side.to(h.dtype))], dim=1)  # N×(head_in+32)
+            h = torch.cat([h, self.side_net(self._side_vector(side, len(h), h))], dim=1)  # N×(head_in+32)
         elif side is not None:
             raise CharlabError("this model takes no side inputs (it was built without DataConfig.side_inputs)")
         logits = self.head(h)  # N×classes

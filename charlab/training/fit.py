@@ -403,7 +403,7 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
         if config.model.pretrained:
             kwargs["pretrained"] = config.model.pretrained
         return create_model(config.model.name, num_classes=len(classes), in_chans=1, image_size=input_shape,
-                            side_inputs=config.data.side_inputs, **kwargs)
+                            side_inputs=config.data.side_inputs, side_dropout=config.data.side_dropout, **kwargs)
     ck = load_checkpoint(config.init_from)  # CheckpointError names the file when missing, corrupt or foreign
     if ensemble_size(ck.state) > 1:  # one set of weights to start from: the file's first member
         notes.append(f"init_from {config.init_from} holds an ensemble of {ensemble_size(ck.state)} models; "
@@ -420,11 +420,22 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
         raise CheckpointError(f"--init-from {config.init_from} was trained on {ck.input_shape[0]}×{ck.input_shape[1]} "
                               f"images, this data is {input_shape[0]}×{input_shape[1]}; "
                               f"use --image-size {ck.input_shape[0]}")
-    if (ck.config.data.side_inputs or None) != (config.data.side_inputs or None):
-        raise CheckpointError(f"--init-from {config.init_from} has side inputs {ck.config.data.side_inputs!r}, this run "
-                              f"asks for {config.data.side_inputs!r}; both must read the same side vector")
+    theirs_side, ours_side = ck.config.data.side_inputs or None, config.data.side_inputs or None
+    if theirs_side != ours_side and theirs_side is not None:
+        raise CheckpointError(f"--init-from {config.init_from} has side inputs {theirs_side!r}, this run "
+                              f"asks for {ours_side!r}; both must read the same side vector (an image-only "
+                              "checkpoint can start a side-input run, not the other way round)")
+    if theirs_side and bool(ck.config.data.side_dropout) != bool(config.data.side_dropout):
+        raise CheckpointError(f"--init-from {config.init_from} was trained with side_dropout "
+                              f"{ck.config.data.side_dropout:g}, this run asks for {config.data.side_dropout:g}: "
+                              "an optional side vector has one more input (its present flag); use the same setting")
     model = ck.model
-    if list(ck.classes) != list(classes):
+    if ours_side and not theirs_side:  # an image-only body (e.g. pretrained on synthetic glyphs, which have no page)
+        if not hasattr(model, "add_side_inputs"):
+            raise CheckpointError(f"--init-from {config.init_from}: its {type(model).__name__} cannot take side inputs")
+        model.add_side_inputs(ours_side, dropout=config.data.side_dropout)  # new side MLP, new wider head; the body transfers
+        notes.append(f"init_from {config.init_from}: body kept, new head that also reads side inputs {ours_side!r}")
+    elif list(ck.classes) != list(classes):
         model = replace_head(model, len(classes)) or model
         notes.append(f"init_from {config.init_from}: new head for {len(classes)} classes "
                      f"(the checkpoint had {len(ck.classes)})")

@@ -50,7 +50,7 @@ def load_test_source(source: str, cfg: DataConfig, progress: Progress | None = N
 def _has_side(ds: Optional["CharDataset"], cfg: DataConfig, source: str) -> Optional["CharDataset"]:
     """Side inputs (charlab.data.geometry) come from pages: image files (a folder or zip). A CSV
     row, an idx image, a synthetic glyph or a digit-sum composite has no page to measure."""
-    if ds is not None and cfg.side_inputs and ds.side is None:
+    if ds is not None and cfg.side_inputs and ds.side is None and not cfg.side_dropout:
         raise _no_pages(source, cfg.side_inputs)
     return ds
 
@@ -84,16 +84,17 @@ def check_test_source(source: str, test_source: str | None) -> None:
                         "test source out to use the source's own test split, or name other data")
 
 
-def check_source(source: str, test_source: str | None = None, side_inputs: str | None = None) -> None:
+def check_source(source: str, test_source: str | None = None, side_inputs: str | None = None,
+                 side_dropout: float = 0.0) -> None:
     """Cheap (nothing decoded): raise DataError when a training run on these sources would fail at
     once: a missing path, an unreadable zip or CSV header, bad options, absent idx files offline,
     a test source that is the training source itself, or side inputs asked of a source without
-    pages (DataConfig.side_inputs). The app calls it before launching."""
+    pages (DataConfig.side_inputs, unless side_dropout makes them optional). The app calls it before launching."""
     resolve(source).check()
     if test_source:
         resolve(test_source).check()
         check_test_source(source, test_source)
-    for s in (source, test_source) if side_inputs else ():
+    for s in (source, test_source) if side_inputs and not side_dropout else ():
         if s and not resolve(s).pages:
             raise _no_pages(s, side_inputs)
 
