@@ -169,8 +169,10 @@ def test_readme_snippet_prepares_and_predicts_like_charlab(chars74k_test_zip, tm
     ns: dict = {}
     exec(compile(_readme_snippet(), "README.md#export", "exec"), ns)
     assert ns["probs"].shape == (predictor.num_classes,)
-    want = predictor.probs(predictor.prepare_batch([Image.open("letter.png")]))[0]
+    x, side = predictor.prepare_inputs([Image.open("letter.png")])
+    want = predictor.probs(x, side=side)[0]
     assert np.abs(ns["probs"] - want).max() <= TOL
+    assert (ns["side"] is None) == (predictor.side_inputs is None)  # the shipped default reads its ink's box
     # more than Chars74K's dark-on-white scans: light ink on dark, grey paper, a small drawing
     rng = np.random.default_rng(0)
     grey = np.full((90, 60), 170, np.uint8)
@@ -181,7 +183,13 @@ def test_readme_snippet_prepares_and_predicts_like_charlab(chars74k_test_zip, tm
     noisy[50:250, 90:110] = 20
     extra = [Image.fromarray(grey), Image.fromarray(dark), Image.fromarray(noisy), Image.fromarray(grey).convert("RGB")]
     for img in scans + extra:
-        assert np.array_equal(ns["prepare"](img), predictor.prepare(img))
+        image, side = ns["prepare"](img)
+        want_image, want_side = predictor.prepare_side(img)
+        assert np.array_equal(image, want_image)
+        if want_side is None:
+            assert side is None
+        else:
+            np.testing.assert_allclose(side, want_side, rtol=1e-5, atol=1e-6)
 
 
 def test_chars74k_test_split_agrees(chars74k_test_zip):
