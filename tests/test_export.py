@@ -200,7 +200,7 @@ def test_chars74k_test_split_agrees(chars74k_test_zip):
     test = load_source(str(chars74k_test_zip), predictor.data_config_for(str(chars74k_test_zip)))
     assert len(test) > 900
     for fmt in FORMATS.names():
-        got = compare(predictor, runner(fmt, export_bytes(predictor, fmt)), test.images)
+        got = compare(predictor, runner(fmt, export_bytes(predictor, fmt)), test.images, side=test.side)
         assert got["n"] == len(test) and got["agreement"] == 1.0 and got["max_abs_diff"] <= TOL, (fmt, got)
 
 

@@ -244,7 +244,8 @@ class ConvClassifier(nn.Module):
             return side.to(like.dtype)
         if side is None:  # no page: the all-zeros row it learned from dropped vectors
             return like.new_zeros(n, self.side_dim + 1)
-        return torch.cat([side.to(like.dtype), like.new_ones(n, 1)], dim=1)  # N×(G+1)
+        side = side.to(like.dtype)
+        return torch.cat([side, torch.ones_like(side[:, :1])], dim=1)  # N×(G+1); shaped by `side`, so a traced graph keeps N free
 
     def forward(self, x: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
         z = self.pool(self.features(x)).flatten(1)  # N×(C·gh·gw)
