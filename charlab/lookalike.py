@@ -207,21 +207,33 @@ def _learn_own(predictor, progress, memo) -> Lookalikes:
     return fallback(predictor.classes)
 
 
-def store(path, progress=None) -> Lookalikes:
+def store(path, progress=None, learn_from=None) -> Lookalikes:
     """Learn a checkpoint's groups as `for_predictor` would on first use (its validation split, or
     its training split when it has none) and write them into the checkpoint file (atomically), so
-    a shipped model carries them and the Draw page's first stroke need not learn them."""
+    a shipped model carries them and the Draw page's first stroke need not learn them.
+
+    `learn_from` (a checkpoint reference, "A+B" for an ensemble) learns them instead from another
+    model's validation confusion: for a final fit on all the data, the same recipe trained with a
+    validation split held out, whose confusion is honest where the final fit's own training-split
+    confusion is optimistic (it learned those images). Its classes must be the checkpoint's."""
     import io
 
     import torch
 
     from .checkpoint import read_checkpoint_dict
+    from .errors import CheckpointError
     from .io import atomic_write_bytes
     from .predict import load_predictor
 
     predictor = load_predictor(str(path))
-    predictor.lookalikes = None
-    la = _learn_own(predictor, progress, None)
+    teacher = predictor if learn_from is None else load_predictor(str(learn_from))
+    if list(teacher.classes) != list(predictor.classes):
+        raise CheckpointError(f"{learn_from} has other classes than {path}: its confusion says nothing of these")
+    teacher.lookalikes = None
+    la = _learn_own(teacher, progress, None)
+    if learn_from is not None:
+        k = len(teacher.models)
+        la.source += f" (of {k} model{'s' if k > 1 else ''} trained with it held out, not of this file's own)"
     state = read_checkpoint_dict(path)
     state["lookalike"] = la.to_dict()
     buf = io.BytesIO()
