@@ -61,15 +61,16 @@ from .registry import Registry
 
 Progress = Callable[[int, int, str], None]
 
-CACHE_VERSION = 4  # bump when a cached report changes meaning
+CACHE_VERSION = 5  # bump when a cached report or embedding changes meaning (5: a side model's image features only)
 THUMB = 32  # side of the thumbnails compared for near-duplicates
 NEAR_THRESHOLD = 0.02  # RMS thumbnail difference (0..1) at or below which two images are near-copies
 BLANK_SHARE = 0.05  # raw ink coverage below this share of the set's median: near-empty
 INVERTED_MAX_SHARE = 0.25  # a polarity this rare in the set is "inverted against the rest"
 POLARITY_MARGIN = 0.04  # |paper - mid-range| / 255 below this: too faint to call a polarity
 K = 10  # neighbours for the far-outlier score and the class overlap
-FAR_FACTOR = 2.25  # far_scores() above which an image is far from every class (1 = typical; see far_scores):
-# with the shipped default.pt 0.8% of the clean Chars74K train zip, and 11 of 12 planted other-alphabet / noise images
+FAR_FACTOR = 2.6  # far_scores() above which an image is far from every class (1 = typical; see far_scores):
+# with the shipped default.pt (its three members' features side by side) 0.6% of the clean Chars74K
+# train and test zips, and 11 of 12 planted other-alphabet / noise images
 OVERLAP_MIN = 0.12  # share of k-NN links two classes exchange above which they look alike
 PCA_DIMS = 32  # embeddings are reduced to this before neighbour search (speed; distances kept ~exact)
 CHUNK_CELLS = 32_000_000  # floats in one chunk's distance block (128 MB): bounds memory at any N
@@ -86,26 +87,38 @@ MAPS: Registry = Registry("map method", ordered=True)
 def model_features(images: torch.Tensor, predictor, progress: Optional[Progress] = None,
                    batch_size: int = 512, side: Optional[torch.Tensor] = None) -> tuple[np.ndarray, np.ndarray]:
     """uint8 N×1×H×W (+ N×G side vectors for a model that reads them) -> (N×F penultimate
-    features of the first model, N×C probabilities).
+    image features, N×C probabilities).
 
     The features are the input of `model.head` (every charlab model ends in one Linear head),
-    caught with a forward hook on the copy `predictor.probs` runs, so any architecture in the zoo
-    works without a special case."""
+    caught with a forward hook on the copies `predictor.probs` runs, so any architecture in the
+    zoo works without a special case. An ensemble's members are side by side (F = the sum of
+    theirs): seeds of one recipe embed an odd image differently (on the shipped default's three,
+    one member alone found 7 of 12 planted aliens where another found 12), and together they vary
+    less. A side-input model's head input ends in the side MLP's output; that part is cut off: it
+    says where the ink sat on its page, not what it looks like, and "far from its class" and
+    "near-duplicate" are about the look."""
+    from .models import side_dim
+    from .models._layers import SIDE_FEATURES
+
     if predictor is None:
         raise CharlabError("the model embedding needs a model; choose one, or use the pixel embedding")
     predictor.check_shape(tuple(images.shape[-2:]))
-    model = predictor.bulk_models()[0]
-    head = getattr(model, "head", None)
-    if not isinstance(head, torch.nn.Linear):
-        raise CharlabError(f"{type(model).__name__} has no Linear head to read features from; use the pixel embedding")
-    feats: list[torch.Tensor] = []
+    models = predictor.bulk_models()
+    heads = [getattr(m, "head", None) for m in models]
+    if not all(isinstance(h, torch.nn.Linear) for h in heads):
+        bad = next(m for m, h in zip(models, heads) if not isinstance(h, torch.nn.Linear))
+        raise CharlabError(f"{type(bad).__name__} has no Linear head to read features from; use the pixel embedding")
+    dims = [h.in_features - (SIDE_FEATURES if side_dim(m) else 0) for m, h in zip(models, heads)]  # image part
+    feats: list[list[torch.Tensor]] = [[] for _ in models]
     me = threading.get_ident()
 
-    def keep(mod, inp, out):  # the app shares the model between sessions: keep this thread's batches only
-        if threading.get_ident() == me:
-            feats.append(inp[0].detach().float().cpu())
+    def keeper(k: int):
+        def keep(mod, inp, out):  # the app shares the model between sessions: keep this thread's batches only
+            if threading.get_ident() == me:
+                feats[k].append(inp[0].detach().float().cpu()[:, :dims[k]])  # B×F_k
+        return keep
 
-    hook = head.register_forward_hook(keep)
+    hooks = [h.register_forward_hook(keeper(k)) for k, h in enumerate(heads)]
     n = len(images)
     probs = np.empty((n, predictor.num_classes), np.float32)
     try:
@@ -115,9 +128,10 @@ def model_features(images: torch.Tensor, predictor, progress: Optional[Progress]
             if progress:
                 progress(min(a + batch_size, n), n, "embedding with the model")
     finally:
-        hook.remove()
-    x = torch.cat(feats) if feats else torch.zeros(0, head.in_features)  # N×F (the hook sits on member 0 only)
-    return x.reshape(n, -1).numpy(), probs
+        for hook in hooks:
+            hook.remove()
+    parts = [torch.cat(f) if f else torch.zeros(0, d) for f, d in zip(feats, dims)]  # each N×F_k
+    return torch.cat([x.reshape(n, -1) for x in parts], dim=1).numpy(), probs  # N×ΣF_k
 
 
 @EMBEDDINGS.register("pixels")
@@ -148,7 +162,7 @@ def embed(dataset, predictor=None, kind: str = "model", cache_dir: str | os.Path
     fn = EMBEDDINGS.get(kind)
     if kind == "pixels":
         return fn(dataset.images, None, progress)
-    key = _key("embed", kind, predictor.fingerprint() if predictor is not None else "", dataset_fingerprint(dataset))
+    key = _key("embed", CACHE_VERSION, kind, predictor.fingerprint() if predictor is not None else "", dataset_fingerprint(dataset))
     path = _cache_folder(cache_dir) / f"embed-{key}.npz"
     hit = _read_npz(path)
     if hit is not None and predictor is not None and predictor.paths:

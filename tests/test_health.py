@@ -275,11 +275,17 @@ def test_model_embedding_is_the_penultimate_layer_and_cached(tmp_path):
     pred = _predictor()
     ds = load_source("synthetic:classes=digits,n=6,test_n=2", DataConfig(source="synthetic"), split="train")
     x, probs = health.embed(ds, pred, "model", cache_dir=tmp_path)
-    assert x.shape == (len(ds), pred.model.head.in_features)
+    first = pred.models[0].eval()  # an ensemble's members side by side: the first member's come first
+    side = first.side_dim and first.side_net(first._side_vector(None, len(ds), torch.zeros(1)))  # N×32: no page
+    dim = first.head.in_features - (side.shape[1] if first.side_dim else 0)  # its image features only
+    assert x.shape == (len(ds), dim * len(pred.models))
     with torch.inference_mode():
-        logits = pred.model.head(torch.from_numpy(x))  # the head applied to the features gives the logits
-    t = float(getattr(pred.model, "temperature", 1.0))  # the model divides its logits by its temperature
-    assert np.allclose(torch.softmax(logits.float() / t, 1).numpy(), probs, atol=1e-4)
+        feats = torch.from_numpy(x[:, :dim])
+        logits = first.head(torch.cat([feats, side], 1) if first.side_dim else feats)  # the head gives the logits
+        want = torch.softmax(first(ds.images.float() / 255), 1)
+    t = float(getattr(first, "temperature", 1.0))  # the model divides its logits by its temperature
+    assert np.allclose(torch.softmax(logits.float() / t, 1).numpy(), want.numpy(), atol=1e-4)
+    assert np.allclose(probs, pred.predict_dataset(ds), atol=1e-5)
     assert len(list(tmp_path.glob("embed-*.npz"))) == 1
     x2, _ = health.embed(ds, pred, "model", cache_dir=tmp_path)
     assert np.array_equal(x, x2)
