@@ -180,6 +180,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stroke redrawings per training image in every candidate that adds them (default: 2)")
     p.add_argument("--pens", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="pen widths of those redrawings, canvas px (default: DataConfig.stroke_pens, 10 32)")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="model input side of every candidate (default: the recipe's, 28)")
     p.add_argument("--last-epoch", action="store_true",
                    help="train the recipe's fixed epochs and keep the last one also with a validation split: the "
                         "final fit's protocol, so a validation decision is about the model that would ship "
@@ -302,6 +304,8 @@ def run(args: argparse.Namespace) -> dict:
                     cfg.data.strokes = args.strokes
                 if args.pens is not None and cfg.data.strokes:
                     cfg.data.stroke_pens = tuple(args.pens)
+                if args.image_size is not None:
+                    cfg.data.image_size = args.image_size
                 cfg.validate()  # strokes 0-8, pens a positive (low, high)
                 if cfg.data.val_fraction == 0 or args.last_epoch:  # the final fit's protocol: the last epoch is kept
                     cfg.monitor, cfg.mode, cfg.patience = "elapsed_s", "max", 0
