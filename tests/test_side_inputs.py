@@ -117,6 +117,16 @@ def test_an_optional_side_vector_is_read_with_a_page_and_skipped_without_one(twi
     # optional model reads the pixels alone, a model that needs the vector still measures the frame
     assert pred.explain(ring(0.7), page=False).side is None and pred.explain(ring(0.7)).side is not None
     assert load_predictor(runs["side"].run_dir).explain(ring(0.7), page=False).side is not None
+    # `predict --no-page` reads files so too: the pixels alone, as the Draw page's upload
+    from charlab.cli.predict import predict_files
+
+    ring(0.7).save(tmp_path / "big.png")
+    framed = predict_files(pred, [str(tmp_path / "big.png")], top=2)[0]["top"]
+    bare = predict_files(pred, [str(tmp_path / "big.png")], top=2, page=False)[0]["top"]
+    assert framed[0]["label"] == "C" and bare != framed
+    want = pred.explain(ring(0.7), top_k=2, page=False).top
+    assert [t["label"] for t in bare] == [c for c, _ in want]
+    np.testing.assert_allclose([t["prob"] for t in bare], [p for _, p in want], atol=1e-5)
 
 
 def test_side_inputs_tell_apart_what_the_crop_makes_identical(twins):

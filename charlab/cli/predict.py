@@ -20,15 +20,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, ...)")
     p.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument("--no-page", action="store_true",
+                   help="the files' frames are no pages (photos, framed at will): a model whose side vector is "
+                        "optional (DataConfig.side_dropout, as the shipped default's) reads the pixels alone, as "
+                        "the Draw page reads an upload (default: each file's frame is its page, as a tablet sheet)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, top: [{label, prob}]}")
     p.set_defaults(func=_predict)
 
 
-def predict_files(predictor, paths: list[str], top: int = 5, lookalikes=None) -> list[dict]:
+def predict_files(predictor, paths: list[str], top: int = 5, lookalikes=None, page: bool = True) -> list[dict]:
     """[{path, top: [{label, prob}]}] or [{path, error}] per file, in the order given; with
     `lookalikes` (charlab.lookalike), also {group: {label: "c or C", prob, split}} where look-alike
-    twins share most of the probability."""
+    twins share most of the probability. `page=False`: the frames are no pages (Predictor.explain)."""
     import numpy as np
     import torch
 
@@ -51,7 +55,8 @@ def predict_files(predictor, paths: list[str], top: int = 5, lookalikes=None) ->
         from ..lookalike import grouped_top
 
         batch = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # N×1×H×W uint8
-        probs = predictor.probs(batch, side=np.stack(sides) if predictor.side_inputs else None)  # N×C
+        use_side = predictor.side_inputs and (page or not predictor.side_optional)
+        probs = predictor.probs(batch, side=np.stack(sides) if use_side else None)  # N×C
         for i, row, tops in zip(ok, probs, predictor.topk(probs, top)):
             results[i]["top"] = [{"label": label, "prob": prob} for label, prob in tops]
             g = grouped_top(row, predictor.classes, lookalikes) if lookalikes is not None else None
@@ -67,7 +72,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ..lookalike import for_predictor
 
     predictor = load_predictor(args.run, device=args.device)
-    results = predict_files(predictor, args.images, args.top, lookalikes=for_predictor(predictor))
+    results = predict_files(predictor, args.images, args.top, lookalikes=for_predictor(predictor), page=not args.no_page)
 
     def line(r: dict) -> str:
         g = r.get("group")
