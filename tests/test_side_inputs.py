@@ -156,6 +156,12 @@ def test_an_image_only_body_starts_a_side_input_run_not_the_reverse(twins):
     body = [k for k in before if not k.startswith("head.")]
     assert body and all(torch.equal(before[k], after[k]) for k in body)  # frozen: only the side MLP and head learned
     assert tuned.history[-1]["val_acc"] >= 0.9, tuned.history  # and they learned what the image cannot say
+    from app_fixtures import make_checkpoint  # a 10-class image-only charnet: a new head for these 2 classes too
+
+    ten = make_checkpoint(root / "ten.pt", model="charnet")
+    other = fit(TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25, side_inputs="box"),
+                            augment=get_preset("none"), epochs=1, batch_size=8, init_from=str(ten)), root / "other")
+    assert other.model.head.out_features == 2 and other.model.side_dim == 5
     back = TrainConfig(data=DataConfig(source=str(root / "src"), val_fraction=0.25), augment=get_preset("none"),
                        epochs=1, init_from=str(runs["side"].run_dir / "best.pt"))
     with pytest.raises(CheckpointError, match="same side vector"):

@@ -434,7 +434,10 @@ def _build_model(config: TrainConfig, classes: list[str], input_shape: tuple[int
         if not hasattr(model, "add_side_inputs"):
             raise CheckpointError(f"--init-from {config.init_from}: its {type(model).__name__} cannot take side inputs")
         model.add_side_inputs(ours_side, dropout=config.data.side_dropout)  # new side MLP, new wider head; the body transfers
-        notes.append(f"init_from {config.init_from}: body kept, new head that also reads side inputs {ours_side!r}")
+        if list(ck.classes) != list(classes):
+            model = replace_head(model, len(classes)) or model
+        notes.append(f"init_from {config.init_from}: body kept, new head for {len(classes)} classes that also reads "
+                     f"side inputs {ours_side!r}")
     elif list(ck.classes) != list(classes):
         model = replace_head(model, len(classes)) or model
         notes.append(f"init_from {config.init_from}: new head for {len(classes)} classes "
