@@ -66,8 +66,8 @@ def side() -> TrainConfig:
     return cfg
 
 
-@RECIPES.register("side_pen")
-def side_pen() -> TrainConfig:
+@RECIPES.register("side_pen_optional")
+def side_pen_optional() -> TrainConfig:
     """`side` with the pen's width taken off the box, and a quarter of the boxes hidden in training so it also reads page-less images (the shipped default.pt's)."""
     cfg = side()
     cfg.data.side_inputs = "pen_box"  # a 20-px canvas pen and a thin tablet pen give the same size for one centre line

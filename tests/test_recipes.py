@@ -129,8 +129,8 @@ def test_the_strokes_recipe_is_the_default_plus_canvas_stroke_redrawings():
     assert ours == default  # nothing else differs: the comparison in BENCHMARKS.md is one option
 
 
-def test_the_side_pen_recipe_is_strokes_plus_an_optional_pen_free_box():
-    ours, strokes = to_dict(get_recipe("side_pen")), to_dict(get_recipe("strokes"))
+def test_the_side_pen_optional_recipe_is_strokes_plus_an_optional_pen_free_box():
+    ours, strokes = to_dict(get_recipe("side_pen_optional")), to_dict(get_recipe("strokes"))
     assert (ours["data"].pop("side_inputs"), strokes["data"].pop("side_inputs")) == ("pen_box", None)
     assert (ours["data"].pop("side_dropout"), strokes["data"].pop("side_dropout")) == (0.25, 0.0)
     assert ours == strokes

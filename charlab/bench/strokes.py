@@ -137,10 +137,10 @@ def _side_pen(cfg, ctx):
 
 @CANDIDATES.register("side_pen_optional")
 def _side_pen_optional(cfg, ctx):
-    """`side_pen` with a quarter of the side vectors hidden in training (DataConfig.side_dropout; the recipe `side_pen`)."""
+    """`side_pen` with a quarter of the side vectors hidden in training (DataConfig.side_dropout; the recipe of that name)."""
     from ..recipes import get_recipe
 
-    cfg.data.side_dropout = get_recipe("side_pen").data.side_dropout
+    cfg.data.side_dropout = get_recipe("side_pen_optional").data.side_dropout
     return _side_pen(cfg, ctx)
 
 
