@@ -126,10 +126,27 @@ def _side_spec(predictor) -> Optional[dict]:
         return None
     from .data.geometry import side_kind
 
-    return {"name": SIDE_NAME, "kind": kind, "dim": side_kind(kind).dim, "definition": side_kind(kind).doc,
+    spec = {"name": SIDE_NAME, "kind": kind, "dim": side_kind(kind).dim, "definition": side_kind(kind).doc,
             "box": "the crop step's ink box (speck trim included), on the image after the shrink step; "
                    "top/bottom/left/right inclusive",
             "page": "the whole image the character is in (the drawing canvas, the file's frame)"}
+    if predictor.side_optional:  # DataConfig.side_dropout: the graph also reads images without a page
+        spec["dim"] += 1
+        spec["present"] = ("the last column: 1 where the numbers were measured on a page; 0 (with zeros before it) "
+                           "for an image without one, such as a photo framed at will: the pixels alone are read")
+    return spec
+
+
+def exported_side(predictor, side) -> Optional["np.ndarray"]:
+    """float32 N×G side vectors (a CharDataset's, Predictor.prepare_inputs') as the exported graph
+    takes them: with the present flag (1) appended for a model whose vector is optional; None
+    for an image-only model."""
+    import numpy as np
+
+    if side is None or not predictor.side_inputs:
+        return None
+    s = torch.as_tensor(side).float().numpy()  # N×G
+    return np.concatenate([s, np.ones((len(s), 1), np.float32)], axis=1) if predictor.side_optional else s
 
 
 def _names(example: tuple) -> tuple[list[str], dict]:
@@ -246,7 +263,7 @@ def compare(predictor, run_exported: Callable, images, batch_size: int = 256, si
     x = torch.as_tensor(images)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()  # N×1×H×W in [0, 1]
     ref = predictor.probs(x, batch_size=batch_size, side=side)  # N×C
-    s = None if side is None or not predictor.side_inputs else torch.as_tensor(side).float().numpy()  # N×G
+    s = exported_side(predictor, side)  # N×G (+1: the present flag)
     got = np.concatenate([np.asarray(run_exported(x[i:i + batch_size].numpy(),
                                                   *(() if s is None else (s[i:i + batch_size],))))
                           for i in range(0, len(x), batch_size)])  # N×C

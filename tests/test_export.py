@@ -15,7 +15,7 @@ from PIL import Image
 from charlab.checkpoint import save_checkpoint
 from charlab.config import DataConfig, ModelConfig, TrainConfig
 from charlab.errors import CharlabError
-from charlab.export import FORMATS, compare, export_bytes, export_model, read_metadata, runner
+from charlab.export import FORMATS, compare, export_bytes, export_model, exported_side, read_metadata, runner
 from charlab.models import create_model, list_models
 from charlab.predict import load_predictor
 
@@ -189,7 +189,12 @@ def test_readme_snippet_prepares_and_predicts_like_charlab(chars74k_test_zip, tm
         if want_side is None:
             assert side is None
         else:
-            np.testing.assert_allclose(side, want_side, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(side, exported_side(predictor, want_side[None])[0], rtol=1e-5, atol=1e-6)
+    if predictor.side_optional:  # no page (a photo): zeros, flag included, read as charlab reads the pixels alone
+        x, _ = predictor.prepare_inputs([Image.open("letter.png")])
+        bare = ns["session"].run(["probs"], {"image": x.numpy(), "side": np.zeros((1, ns["side_spec"]["dim"]), np.float32)})[0]
+        assert np.abs(bare[0] - predictor.probs(x)[0]).max() <= TOL
+        assert np.abs(bare[0] - ns["probs"]).max() > 1e-4  # and the page did change the answer
 
 
 def test_chars74k_test_split_agrees(chars74k_test_zip):

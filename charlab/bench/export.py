@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from ..data import load_source
-    from ..export import FORMATS, compare, export_bytes, runner
+    from ..export import FORMATS, compare, export_bytes, exported_side, runner
     from ..predict import load_predictor
 
     predictor = load_predictor(args.run)
@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> dict:
     x = test.images.float().div(255.0)  # N×1×H×W
     n = min(max(1, args.latency_images), len(x))
     side = test.side if predictor.side_inputs else None  # float N×G for a side-input model
+    side_in = exported_side(predictor, side)  # as the exported graphs take it (the present flag appended)
 
     def side_of(a: int, b: int) -> tuple:
-        return () if side is None else (side[a:b].numpy(),)
+        return () if side_in is None else (side_in[a:b],)
 
     timed = {"torch": lambda a, b: predictor.probs(x[a:b], side=side[a:b] if side is not None else None),
              **{f: (lambda a, b, r=r: r(x[a:b].numpy(), *side_of(a, b))) for f, r in runners.items()}}

@@ -245,6 +245,8 @@ class ConvClassifier(nn.Module):
         if side is None:  # no page: the all-zeros row it learned from dropped vectors
             return like.new_zeros(n, self.side_dim + 1)
         side = side.to(like.dtype)
+        if side.shape[1] == self.side_dim + 1:  # already flagged (an exported graph's input): 0 = no page
+            return torch.cat([side[:, :-1] * side[:, -1:], side[:, -1:]], dim=1)  # N×(G+1), no page -> all zeros
         return torch.cat([side, torch.ones_like(side[:, :1])], dim=1)  # N×(G+1); shaped by `side`, so a traced graph keeps N free
 
     def forward(self, x: torch.Tensor, side: Optional[torch.Tensor] = None) -> torch.Tensor:
