@@ -188,6 +188,12 @@ class Predictor:
 
         return bool(self.side_inputs) and all(side_optional(m) for m in self.models)
 
+    def read_side(self, side, page: bool = True):
+        """The side vector(s) to read, or None. `page=False` says the image's frame is no page (a
+        photo, framed at will): a model whose side vector is optional then reads the pixels alone;
+        one that needs the vector still reads the frame's."""
+        return None if not self.side_inputs or (not page and self.side_optional) else side
+
     # --- images -> model input -------------------------------------------------------
     def prepare(self, pil_image) -> np.ndarray:
         """The H×W uint8 image (ink bright on dark) the model actually sees: S×S, or wide for digit sums."""
@@ -296,8 +302,7 @@ class Predictor:
         from . import saliency
 
         seen, side = self.prepare_side(image)  # H×W uint8, G float32 or None
-        if not page and self.side_optional:
-            side = None
+        side = self.read_side(side, page)
         x = saliency.as_input(seen).to(self.device)  # 1×1×H×W float in [0,1]
         side = None if side is None else side[None]  # 1×G
         with contextlib.ExitStack() as stack:

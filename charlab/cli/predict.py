@@ -55,8 +55,8 @@ def predict_files(predictor, paths: list[str], top: int = 5, lookalikes=None, pa
         from ..lookalike import grouped_top
 
         batch = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # N×1×H×W uint8
-        use_side = predictor.side_inputs and (page or not predictor.side_optional)
-        probs = predictor.probs(batch, side=np.stack(sides) if use_side else None)  # N×C
+        probs = predictor.probs(batch, side=predictor.read_side(np.stack(sides) if predictor.side_inputs else None,
+                                                                 page))  # N×C
         for i, row, tops in zip(ok, probs, predictor.topk(probs, top)):
             results[i]["top"] = [{"label": label, "prob": prob} for label, prob in tops]
             g = grouped_top(row, predictor.classes, lookalikes) if lookalikes is not None else None
