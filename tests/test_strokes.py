@@ -52,6 +52,30 @@ def test_tracing_splits_at_junctions_keeps_loops_closed_and_dots():
     assert single.tolist() == [[3.0, 2.0]]  # (x, y)
 
 
+def test_a_branch_inside_the_ink_disk_of_its_junction_is_a_spur_a_longer_one_a_stroke():
+    skel = np.zeros((40, 40), bool)
+    skel[20, 5:35] = True  # a bar's midline, ink radius 10 along it
+    skel[17:20, 12] = True  # a 3-px branch ending where the ink is 5 px deep: inside the junction's disk
+    skel[8:20, 28] = True  # a 12-px arm: it reaches beyond that disk, so the writer drew it
+    radius = np.where(skel, 10.0, 0.0)
+    radius[17, 12] = radius[8, 28] = 5.0
+    kept = trace(skel, radius=radius)
+    ends = {tuple(p) for ln in kept for p in ln[[0, -1]]}
+    assert (28.0, 8.0) in ends and (12.0, 17.0) not in ends
+    assert len(trace(skel)) == len(kept) + 1  # without the radius every branch is kept
+
+
+def test_the_short_arms_of_a_bold_t_survive_the_redrawing():
+    # Thinning shortens every branch by the ink's radius: a 60-px arm of 40-px ink leaves a
+    # 40-px skeleton branch, which a length rule (stroke set version 1) dropped, turning t into l.
+    page = _page(lambda d, w: (d.line([(600, 250), (600, 650)], fill="black", width=w),
+                               d.line([(540, 380), (660, 380)], fill="black", width=w)), width=40)
+    lines = image_strokes(page)
+    assert len(lines) == 4  # stem above and below the bar, left and right arm
+    bar = 120 * CANVAS_PX / 900  # the ink's bar, in canvas px
+    assert bar - 2 * 20 * CANVAS_PX / 900 - 1 <= np.ptp(np.concatenate(lines)[:, 0]) <= bar  # less a radius each end
+
+
 def test_a_diagonal_staircase_traces_as_one_stroke():
     s = np.zeros((20, 20), bool)
     for i in range(15):
