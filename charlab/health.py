@@ -69,8 +69,8 @@ INVERTED_MAX_SHARE = 0.25  # a polarity this rare in the set is "inverted agains
 POLARITY_MARGIN = 0.04  # |paper - mid-range| / 255 below this: too faint to call a polarity
 K = 10  # neighbours for the far-outlier score and the class overlap
 FAR_FACTOR = 2.6  # far_scores() above which an image is far from every class (1 = typical; see far_scores):
-# with the shipped default.pt (its three members' features side by side) 0.6% of the clean Chars74K
-# train and test zips, and 11 of 12 planted other-alphabet / noise images
+# with the shipped default.pt (its three members' features side by side) 0.6-0.8% of the clean Chars74K
+# train and test zips, and 11 of 12 planted other-alphabet / noise images (re-checked on each new default)
 OVERLAP_MIN = 0.12  # share of k-NN links two classes exchange above which they look alike
 PCA_DIMS = 32  # embeddings are reduced to this before neighbour search (speed; distances kept ~exact)
 CHUNK_CELLS = 32_000_000  # floats in one chunk's distance block (128 MB): bounds memory at any N
