@@ -51,7 +51,7 @@ def map_points(key: str, ref: Optional[str], mtime: float, embedding: str, metho
 
 def section(cfg) -> None:
     """The whole data-health section for the DataConfig the page loaded."""
-    from charlab.health import EMBEDDINGS, MAPS
+    from charlab.health import EMBEDDINGS, MAPS, sized_for
 
     st.header("Data health")
     ref = st.session_state.get("model_ref")
@@ -66,8 +66,13 @@ def section(cfg) -> None:
                        help="The first run embeds every image and reads the files again (one to two minutes "
                             "for 60,000 images on 2 cores); later visits come from the cache."):
         return
-    args = (ui.cfg_key(cfg), ref, ui._mtime(ref) if ref else 0.0, embedding, method)
     try:
+        if embedding == "model" and ref:
+            asked, cfg = cfg.image_size, sized_for(cfg, ui.predictor_for(ref))
+            if cfg.image_size != asked:
+                st.caption(f":material/info: The images are checked at {cfg.image_size}×{cfg.image_size}, the "
+                           f"active model's input, not the sidebar's {asked}×{asked}.")
+        args = (ui.cfg_key(cfg), ref, ui._mtime(ref) if ref else 0.0, embedding, method)
         rep = report(*args)
     except CharlabError as e:
         ui.error(e)

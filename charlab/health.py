@@ -69,7 +69,7 @@ INVERTED_MAX_SHARE = 0.25  # a polarity this rare in the set is "inverted agains
 POLARITY_MARGIN = 0.04  # |paper - mid-range| / 255 below this: too faint to call a polarity
 K = 10  # neighbours for the far-outlier score and the class overlap
 FAR_FACTOR = 2.6  # far_scores() above which an image is far from every class (1 = typical; see far_scores):
-# with the shipped default.pt (its three members' features side by side) 0.6-0.8% of the clean Chars74K
+# with the shipped default.pt (its three members' features side by side) 0.6-0.9% of the clean Chars74K
 # train and test zips, and 11 of 12 planted other-alphabet / noise images (re-checked on each new default)
 OVERLAP_MIN = 0.12  # share of k-NN links two classes exchange above which they look alike
 PCA_DIMS = 32  # embeddings are reduced to this before neighbour search (speed; distances kept ~exact)
@@ -82,6 +82,17 @@ MAPS: Registry = Registry("map method", ordered=True)
 
 
 # ---------------------------------------------------------------------------------- embeddings
+
+def sized_for(cfg, predictor):
+    """`cfg` (a DataConfig) at `predictor`'s input size, everything else kept: the model embedding
+    must read the images as the model was trained to see them (the shipped default takes 32×32,
+    the sidebar's default size is 28), so a caller loads the data with this config rather than
+    letting check() fall back to pixels. A non-square input is left to that fallback."""
+    from dataclasses import replace
+
+    h, w = predictor.input_shape
+    return cfg if h != w or cfg.image_size == h else replace(cfg, image_size=int(h))
+
 
 @EMBEDDINGS.register("model")
 def model_features(images: torch.Tensor, predictor, progress: Optional[Progress] = None,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from app_fixtures import ROOT
 from test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, _no_exception, app_url  # noqa: F401 - the server fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -20,6 +21,13 @@ def browser(app_url):  # noqa: F811
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+def _default_predictor():
+    """The model the app under test starts with (app_url copies it): the health map's embedding."""
+    from charlab.predict import load_predictor
+
+    return load_predictor(ROOT / "checkpoints" / "default.pt")
 
 
 def _wait(pg, timeout_s: float = 420) -> None:
@@ -146,6 +154,7 @@ def test_hovering_a_point_shows_its_image(app_url, browser, size):  # noqa: F811
     when the pointer leaves the point."""
     from charlab.config import DataConfig
     from charlab.data import load_splits
+    from charlab.health import sized_for
     from charlab.labels import resolve
 
     pg = _open(browser, app_url, size)
@@ -153,9 +162,11 @@ def test_hovering_a_point_shows_its_image(app_url, browser, size):  # noqa: F811
     p, got = _hover_isolated(pg)
     row, label, split, path, flag, cell = p["cd"]
     assert label in got["text"] and split in got["text"]
-    # the pixels: that image as the model sees it, loaded here from the same source (the map's
-    # rows are train, then validation, then test)
-    splits = load_splits(DataConfig(source="synthetic", labels=resolve("auto", "synthetic")))
+    # the pixels: that image as the model sees it (at the model's input size, as the page loads it
+    # for the model embedding), loaded here from the same source (the map's rows are train, then
+    # validation, then test)
+    cfg = sized_for(DataConfig(source="synthetic", labels=resolve("auto", "synthetic")), _default_predictor())
+    splits = load_splits(cfg)
     images = torch.cat([d.images for d in (splits.train, splits.val, splits.test) if d is not None and len(d)])
     want = images[int(row), 0].numpy()
     shown = np.array(got["red"], np.uint8).reshape(got["h"], got["w"])
@@ -207,7 +218,8 @@ def test_map_renders_for_a_60000_image_folder(app_url, browser, tmp_path_factory
     assert pg.locator(".js-plotly-plot .gl-container canvas, .js-plotly-plot .scatterlayer").count() >= 1
     assert pg.get_by_text("15,000 of the 60,000 images", exact=False).count() == 1  # a sample, said so
     _, got = _hover_isolated(pg)
-    assert got["w"] == got["h"] == 28 and max(got["red"]) > 128  # a character, not an empty cell
+    side = _default_predictor().input_shape[0]  # the model embedding's input size
+    assert got["w"] == got["h"] == side and max(got["red"]) > 128  # a character, not an empty cell
     _lasso(pg, box)
     pg.locator("h3", has_text="selected image").first.wait_for(timeout=180_000)
     _shoot(pg, "dataset-health-60k")

@@ -157,10 +157,12 @@ def test_planted_problems_are_found(planted, tmp_path):
 def test_real_chars74k_test_zip_against_its_train_zip(chars74k_train_zip, chars74k_test_zip, tmp_path):
     """The real figure, whatever it is, with every pair shown: printed, and each pair really close;
     and at most 1% of the clean images far from every class."""
-    cfg = DataConfig(source=str(chars74k_train_zip))
+    pred = _predictor()
+    cfg = health.sized_for(DataConfig(source=str(chars74k_train_zip)), pred)  # the data as the app's Dataset page loads it
     train = load_source(str(chars74k_train_zip), cfg, split="train")
     test = load_source(str(chars74k_test_zip), cfg, split="train")
-    rep = health.check({"train": train, "test": test}, _predictor(), method="pca", cache_dir=tmp_path)
+    rep = health.check({"train": train, "test": test}, pred, method="pca", cache_dir=tmp_path)
+    assert rep.meta["embedding"] == "model"  # not the pixel fallback: FAR_FACTOR is calibrated on the model's
     line = rep.summary_lines()[0]
     print(f"\nChars74K: {line}")
     for r in rep.leaks.itertuples():
@@ -273,7 +275,8 @@ def test_bad_names_and_empty_input_are_clear_errors():
 
 def test_model_embedding_is_the_penultimate_layer_and_cached(tmp_path):
     pred = _predictor()
-    ds = load_source("synthetic:classes=digits,n=6,test_n=2", DataConfig(source="synthetic"), split="train")
+    ds = load_source("synthetic:classes=digits,n=6,test_n=2", health.sized_for(DataConfig(source="synthetic"), pred),
+                     split="train")
     x, probs = health.embed(ds, pred, "model", cache_dir=tmp_path)
     first = pred.models[0].eval()  # an ensemble's members side by side: the first member's come first
     side = first.side_dim and first.side_net(first._side_vector(None, len(ds), torch.zeros(1)))  # N×32: no page
@@ -298,7 +301,7 @@ def test_model_embedding_ignores_other_threads_predicting_with_the_same_model():
     import threading
 
     pred = _predictor()
-    imgs = (torch.rand(1500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    imgs = (torch.rand(1500, 1, *pred.input_shape, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     alone, _ = health.model_features(imgs, pred)
     stop, errors = threading.Event(), []
 
@@ -334,3 +337,16 @@ def test_cli_json_has_duplicates_leaks_and_outliers(planted, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "charlab", "data", "health", "--source", str(paths["train"]),
                           "--embedding", "bogus"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2 and "valid: model, pixels" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_data_for_the_model_embedding_is_loaded_at_the_models_input_size(tmp_path):
+    """A 32×32 model cannot embed 28×28 crops: the Dataset page loads its data at the model's size
+    (only the size changes), where check() alone would fall back to the pixel embedding."""
+    pred = _predictor()
+    side = pred.input_shape[0]
+    asked = DataConfig(source="synthetic", image_size=side - 4, crop=False, margin=0.3)
+    got = health.sized_for(asked, pred)
+    assert got.image_size == side and (got.source, got.crop, got.margin) == ("synthetic", False, 0.3)
+    assert health.sized_for(got, pred) is got
+    ds = load_source("synthetic:n=3", asked, split="train")
+    assert "pixel embedding" in " ".join(health.check({"train": ds}, pred, method="pca", cache_dir=tmp_path).meta["notes"])
