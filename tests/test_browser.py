@@ -202,7 +202,10 @@ def test_draw_canvas_fits_and_reads_an_edge_to_edge_character(app_url, page, wid
     strokes = page.locator("[data-testid=stBidiComponentIsolated] canvas.dc-canvas.lower-canvas").first
     assert strokes.evaluate(_INK_AT_EDGES) == [True] * 4  # left, right, top, bottom
     assert _browser.verdict_top1(page) == "T", page.locator("h3", has_text="Looks like").first.inner_text()
-    assert page.get_by_text("input 28×28").count() >= 1
+    from charlab.predict import load_predictor
+
+    side = load_predictor(ROOT / "checkpoints" / "default.pt").config.data.image_size  # the model input the page shows
+    assert page.get_by_text(f"input {side}×{side}").count() >= 1
     assert page.evaluate(_TRUNCATED) == [], "truncated labels"
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / f"draw-{width}x{height}-sidebar-{sidebar}.png"))
