@@ -51,7 +51,7 @@ def map_points(key: str, ref: Optional[str], mtime: float, embedding: str, metho
 
 def section(cfg) -> None:
     """The whole data-health section for the DataConfig the page loaded."""
-    from charlab.health import EMBEDDINGS, MAPS, sized_for
+    from charlab.health import EMBEDDINGS, MAPS, prepared_for
 
     st.header("Data health")
     ref = st.session_state.get("model_ref")
@@ -68,10 +68,10 @@ def section(cfg) -> None:
         return
     try:
         if embedding == "model" and ref:
-            asked, cfg = cfg.image_size, sized_for(cfg, ui.predictor_for(ref))
+            asked, cfg = cfg.image_size, prepared_for(cfg, ui.predictor_for(ref))
             if cfg.image_size != asked:
-                st.caption(f":material/info: The images are checked at {cfg.image_size}×{cfg.image_size}, the "
-                           f"active model's input, not the sidebar's {asked}×{asked}.")
+                st.caption(f":material/info: The images are checked at {cfg.image_size}×{cfg.image_size}, as the "
+                           f"active model prepares them, not at the sidebar's {asked}×{asked}.")
         args = (ui.cfg_key(cfg), ref, ui._mtime(ref) if ref else 0.0, embedding, method)
         rep = report(*args)
     except CharlabError as e:

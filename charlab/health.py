@@ -83,15 +83,19 @@ MAPS: Registry = Registry("map method", ordered=True)
 
 # ---------------------------------------------------------------------------------- embeddings
 
-def sized_for(cfg, predictor):
-    """`cfg` (a DataConfig) at `predictor`'s input size, everything else kept: the model embedding
-    must read the images as the model was trained to see them (the shipped default takes 32×32,
-    the sidebar's default size is 28), so a caller loads the data with this config rather than
-    letting check() fall back to pixels. A non-square input is left to that fallback."""
+def prepared_for(cfg, predictor):
+    """`cfg` (a DataConfig) with `predictor`'s own preprocessing (its image size, crop, inversion,
+    threshold, side inputs), the source, labels and split kept: the model embedding must read the
+    images as the model was trained to see them (the shipped default takes 32×32 where the app's
+    sidebar defaults to 28), so callers load the data with this config rather than letting check()
+    fall back to pixels. Not its training extras (stroke redrawings, its val fraction): those
+    would add or move images."""
     from dataclasses import replace
 
-    h, w = predictor.input_shape
-    return cfg if h != w or cfg.image_size == h else replace(cfg, image_size=int(h))
+    theirs = predictor.data_config
+    # side_dropout too: it says the model also reads images without a page (synthetic glyphs, CSV
+    # rows), so a page-less source loads, its side vectors absent, instead of being refused
+    return replace(cfg, **theirs.preprocessing(), side_dropout=theirs.side_dropout)
 
 
 @EMBEDDINGS.register("model")

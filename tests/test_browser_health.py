@@ -154,7 +154,7 @@ def test_hovering_a_point_shows_its_image(app_url, browser, size):  # noqa: F811
     when the pointer leaves the point."""
     from charlab.config import DataConfig
     from charlab.data import load_splits
-    from charlab.health import sized_for
+    from charlab.health import prepared_for
     from charlab.labels import resolve
 
     pg = _open(browser, app_url, size)
@@ -165,7 +165,7 @@ def test_hovering_a_point_shows_its_image(app_url, browser, size):  # noqa: F811
     # the pixels: that image as the model sees it (at the model's input size, as the page loads it
     # for the model embedding), loaded here from the same source (the map's rows are train, then
     # validation, then test)
-    cfg = sized_for(DataConfig(source="synthetic", labels=resolve("auto", "synthetic")), _default_predictor())
+    cfg = prepared_for(DataConfig(source="synthetic", labels=resolve("auto", "synthetic")), _default_predictor())
     splits = load_splits(cfg)
     images = torch.cat([d.images for d in (splits.train, splits.val, splits.test) if d is not None and len(d)])
     want = images[int(row), 0].numpy()

@@ -158,7 +158,7 @@ def test_real_chars74k_test_zip_against_its_train_zip(chars74k_train_zip, chars7
     """The real figure, whatever it is, with every pair shown: printed, and each pair really close;
     and at most 1% of the clean images far from every class."""
     pred = _predictor()
-    cfg = health.sized_for(DataConfig(source=str(chars74k_train_zip)), pred)  # the data as the app's Dataset page loads it
+    cfg = health.prepared_for(DataConfig(source=str(chars74k_train_zip)), pred)  # the data as the app's Dataset page loads it
     train = load_source(str(chars74k_train_zip), cfg, split="train")
     test = load_source(str(chars74k_test_zip), cfg, split="train")
     rep = health.check({"train": train, "test": test}, pred, method="pca", cache_dir=tmp_path)
@@ -275,7 +275,7 @@ def test_bad_names_and_empty_input_are_clear_errors():
 
 def test_model_embedding_is_the_penultimate_layer_and_cached(tmp_path):
     pred = _predictor()
-    ds = load_source("synthetic:classes=digits,n=6,test_n=2", health.sized_for(DataConfig(source="synthetic"), pred),
+    ds = load_source("synthetic:classes=digits,n=6,test_n=2", health.prepared_for(DataConfig(source="synthetic"), pred),
                      split="train")
     x, probs = health.embed(ds, pred, "model", cache_dir=tmp_path)
     first = pred.models[0].eval()  # an ensemble's members side by side: the first member's come first
@@ -339,14 +339,16 @@ def test_cli_json_has_duplicates_leaks_and_outliers(planted, tmp_path):
     assert bad.returncode == 2 and "valid: model, pixels" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_data_for_the_model_embedding_is_loaded_at_the_models_input_size(tmp_path):
-    """A 32×32 model cannot embed 28×28 crops: the Dataset page loads its data at the model's size
-    (only the size changes), where check() alone would fall back to the pixel embedding."""
+def test_data_for_the_model_embedding_is_loaded_as_the_model_prepares_it(tmp_path):
+    """A 32×32 model cannot embed 28×28 crops: the Dataset page and the CLI load their data with the
+    model's preprocessing (the source, labels and split kept), where check() alone would fall back
+    to the pixel embedding."""
     pred = _predictor()
-    side = pred.input_shape[0]
-    asked = DataConfig(source="synthetic", image_size=side - 4, crop=False, margin=0.3)
-    got = health.sized_for(asked, pred)
-    assert got.image_size == side and (got.source, got.crop, got.margin) == ("synthetic", False, 0.3)
-    assert health.sized_for(got, pred) is got
+    asked = DataConfig(source="synthetic", image_size=pred.input_shape[0] - 4, crop=not pred.data_config.crop,
+                       val_fraction=0.3, seed=7)
+    got = health.prepared_for(asked, pred)
+    assert got.preprocessing() == pred.data_config.preprocessing()
+    assert (got.source, got.val_fraction, got.seed, got.strokes) == ("synthetic", 0.3, 7, 0)  # not its training extras
+    assert len(load_source("synthetic:n=3", got, split="train"))  # page-less: read by the pixels alone, not refused
     ds = load_source("synthetic:n=3", asked, split="train")
     assert "pixel embedding" in " ".join(health.check({"train": ds}, pred, method="pca", cache_dir=tmp_path).meta["notes"])

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict:
         pred = load_predictor(args.run)
     t = time.perf_counter()
     cfg = DataConfig(source=args.source)
-    sp = load_splits(cfg if pred is None else health.sized_for(cfg, pred))  # the model's own input size
+    sp = load_splits(cfg if pred is None else health.prepared_for(cfg, pred))  # as the model sees them, as data health does
     load_s = time.perf_counter() - t
     sets = {"train": sp.train, "val": sp.val, "test": sp.test}
     n = sum(len(v) for v in sets.values() if v is not None)

@@ -170,7 +170,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..data import load_splits
-    from ..health import NEAR_THRESHOLD, check
+    from ..health import NEAR_THRESHOLD, check, prepared_for
     from ..predict import load_predictor
 
     predictor = None
@@ -179,10 +179,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         if args.run or Path(ref).exists():
             predictor = load_predictor(ref)
     cfg = _config(args)
-    if predictor is not None:  # the model's own preprocessing, at the model's image size; not its
-        from dataclasses import replace  # training extras (stroke redrawings, val fraction), which would add images
-
-        cfg = replace(cfg, **predictor.data_config.preprocessing())
+    if predictor is not None:
+        cfg = prepared_for(cfg, predictor)
     with TqdmProgress(stream=sys.stderr, unit="img", per_message=True) as progress:
         splits = load_splits(cfg, progress=progress)
         report = check({"train": splits.train, "val": splits.val, "test": splits.test}, predictor,
