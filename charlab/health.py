@@ -46,7 +46,6 @@ import json
 import os
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -112,6 +111,7 @@ def model_features(images: torch.Tensor, predictor, progress: Optional[Progress]
     less. A side-input model's head input ends in the side MLP's output; that part is cut off: it
     says where the ink sat on its page, not what it looks like, and "far from its class" and
     "near-duplicate" are about the look."""
+    from .cpu import bulk_threads
     from .models import side_dim
     from .models._layers import SIDE_FEATURES
 
@@ -137,11 +137,12 @@ def model_features(images: torch.Tensor, predictor, progress: Optional[Progress]
     n = len(images)
     probs = np.empty((n, predictor.num_classes), np.float32)
     try:
-        for a in range(0, n, batch_size):
-            probs[a:a + batch_size] = predictor.probs(images[a:a + batch_size], batch_size=batch_size,
-                                                      side=None if side is None else side[a:a + batch_size])
-            if progress:
-                progress(min(a + batch_size, n), n, "embedding with the model")
+        with bulk_threads(n):  # the batches below are each bulk work too: one change for the whole pass
+            for a in range(0, n, batch_size):
+                probs[a:a + batch_size] = predictor.probs(images[a:a + batch_size], batch_size=batch_size,
+                                                          side=None if side is None else side[a:a + batch_size])
+                if progress:
+                    progress(min(a + batch_size, n), n, "embedding with the model")
     finally:
         for hook in hooks:
             hook.remove()
@@ -491,22 +492,6 @@ def map_sample(flag: np.ndarray, max_points: int = MAP_POINTS, seed: int = 0) ->
 
 # ---------------------------------------------------------------------------------- raw pass
 
-def _open_raw(path: str, zips: dict):
-    """A CharDataset path (`/abs/x.zip!/entry` or a file path) -> PIL image, or None."""
-    from PIL import Image
-
-    archive, sep, entry = path.partition("!/")
-    if sep:
-        z = zips.get(archive)
-        if z is None:
-            z = zips[archive] = zipfile.ZipFile(archive)
-        data = z.read(entry)
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-    return Image.open(io.BytesIO(data))
-
-
 RAW_SIZE = 64  # near-duplicates compare the raw files preprocessed at this size: finer than 28 px
 
 
@@ -515,28 +500,27 @@ def _raw_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray]:
     THUMB×THUMB uint8 thumbnail of the file preprocessed at RAW_SIZE."""
     from .config import DataConfig
     from .data.preprocess import orient, preprocess_ink, reduce_large, to_gray
+    from .data.sources import Originals
 
     paths, = job
     cfg = DataConfig(image_size=RAW_SIZE)
     stats = np.full((len(paths), 2), np.nan, np.float32)
     thumbs = np.zeros((len(paths), THUMB, THUMB), np.uint8)
     f = RAW_SIZE // THUMB
-    zips: dict = {}
-    for i, p in enumerate(paths):
-        try:
-            # reduce_large at RAW_SIZE keeps a 1200×900 scan whole: reducing it further made a resized
-            # copy and its original pass through different box filters (measured: recall 0.79)
-            gray, ink_bright = to_gray(reduce_large(_open_raw(p, zips), RAW_SIZE), cfg)
-            border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-            level, lo, hi = float(np.median(border)), float(gray.min()), float(gray.max())
-            ink = orient(gray, cfg, ink_bright=ink_bright)
-            stats[i] = (-0.5 if ink_bright else (level - (lo + hi) / 2) / 255.0, float((ink > 64).mean()))
-            a = preprocess_ink(ink, cfg).astype(np.float32)  # RAW_SIZE×RAW_SIZE
-            thumbs[i] = np.rint(a.reshape(THUMB, f, THUMB, f).mean((1, 3)))
-        except Exception:  # noqa: BLE001 - a file the loader decoded but we cannot reopen: unknown stats
-            pass
-    for z in zips.values():
-        z.close()
+    with Originals() as files:
+        for i, p in enumerate(paths):
+            try:
+                # reduce_large at RAW_SIZE keeps a 1200×900 scan whole: reducing it further made a resized
+                # copy and its original pass through different box filters (measured: recall 0.79)
+                gray, ink_bright = to_gray(reduce_large(files.open(p), RAW_SIZE), cfg)
+                border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+                level, lo, hi = float(np.median(border)), float(gray.min()), float(gray.max())
+                ink = orient(gray, cfg, ink_bright=ink_bright)
+                stats[i] = (-0.5 if ink_bright else (level - (lo + hi) / 2) / 255.0, float((ink > 64).mean()))
+                a = preprocess_ink(ink, cfg).astype(np.float32)  # RAW_SIZE×RAW_SIZE
+                thumbs[i] = np.rint(a.reshape(THUMB, f, THUMB, f).mean((1, 3)))
+            except Exception:  # noqa: BLE001 - a file the loader decoded but we cannot reopen: unknown stats
+                pass
     return stats, thumbs
 
 

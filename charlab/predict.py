@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .config import DataConfig, TrainConfig
+from .cpu import bulk_threads
 from .data.classes import class_lookup
 from .errors import CheckpointError, DataError
 
@@ -170,11 +171,13 @@ class Predictor:
 
         The same source keeps its test_source and val split, so `split="test"` or `"val"` is the
         very split the model was evaluated on in training; another source uses its own test split.
+        The training split comes as published: its stroke redrawings (`strokes`) were extra training
+        samples, and making them again costs minutes on a cold cache for images nobody inspects.
         """
         if source is None or source == self.data_config.source:
-            return replace(self.data_config)
+            return replace(self.data_config, strokes=0)
         # label overrides are keyed by the training source's own paths: they do not follow to another source
-        return replace(self.data_config, source=source, test_source=None, labels=None)
+        return replace(self.data_config, source=source, test_source=None, labels=None, strokes=0)
 
     @property
     def side_inputs(self) -> Optional[str]:
@@ -234,7 +237,7 @@ class Predictor:
             x = x.unsqueeze(1)  # N×H×W -> N×1×H×W
         n = len(x)
         out = np.empty((n, self.num_classes), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), bulk_threads(n):
             for start in range(0, n, batch_size):
                 xb = x[start:start + batch_size].to(self.device, torch.float32)
                 extra = () if side is None else (side[start:start + batch_size].to(self.device),)  # B×G

@@ -162,6 +162,17 @@ def test_strokes_option_adds_redrawings_to_the_training_split_only(tmp_path, mon
     assert torch.equal(drawn.train.labels[n:], plain.train.labels.repeat_interleave(2))
     assert len(set(drawn.train.hashes)) == len(drawn.train)  # a redrawing is other content than its original
     assert any("stroke redrawing" in note for note in drawn.notes)
+    # A model trained with them is inspected on its training split as published: the Errors page and
+    # `eval` load the data through data_config_for, which leaves the redrawings out (they cost minutes cold).
+    from charlab.interpret import load_split
+    from charlab.models import create_model
+    from charlab.predict import predictor_from_model
+
+    pred = predictor_from_model(create_model("kaggle_cnn", 2, in_chans=1, image_size=(28, 28)), ["L", "V"], cfg)
+    assert pred.data_config_for().strokes == 0 and pred.data_config_for(str(root)).strokes == 0
+    assert pred.data_config.strokes == 2  # the checkpoint's own record is kept
+    train, _ = load_split(pred, None, "train")
+    assert len(train) == len(plain.train) and torch.equal(train.images, plain.train.images)
 
 
 def test_every_stroke_benchmark_candidate_builds_a_valid_config_from_the_default_recipe():

@@ -5,7 +5,7 @@ forward/backward/AdamW step) on random images, after a warm-up. Off and on are m
 alternating rounds (`--rounds`, each about `--seconds`) and the medians reported, so load from
 other processes and oneDNN's first-batch kernel choice hit both alike; `aug_overhead` is the
 training time the augmentation adds. The 1-thread column shows what a busy machine does to 2
-OpenMP threads (see charlab.training.fit.set_cpu_threads).
+OpenMP threads (see charlab.training.loop.set_cpu_threads).
 
 `--device cuda` measures on the GPU the way fit() trains there: images resident on the device,
 augmentation on the device, no channels_last; `--bf16` adds the bfloat16-autocast columns.

@@ -268,20 +268,26 @@ def stroke_image(img: Image.Image, cfg: DataConfig, pen: float = PEN_PX,
 
 
 # --------------------------------------------------------------------------- datasets
-def _render_one(job: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """-> (uint8 K×S×S, float32 K×G side vectors measured on the canvas; G = 0 when off)."""
-    ref, cfg_dict, pens = job
+def _render_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Worker: n originals -> (uint8 n×K×S×S, float32 n×K×G side vectors measured on the canvas; G = 0 when off)."""
+    refs, cfg_dict, widths = job
     from ..config import from_dict
     from .geometry import side_dim
     from .preprocess import preprocess_image_side
-    from .sources import open_image
+    from .sources import Originals
 
     cfg = from_dict(DataConfig, cfg_dict)
-    lines = image_strokes(open_image(ref), cfg)
-    done = [preprocess_image_side(render_strokes(lines, p), cfg) for p in pens]
-    side = np.stack([s if s is not None else np.zeros(0, np.float32) for _, s in done]).reshape(len(pens), -1)
-    assert side.shape[1] == side_dim(cfg.side_inputs)
-    return np.stack([a for a, _ in done]), side  # K×S×S, K×G
+    g = side_dim(cfg.side_inputs)
+    out = np.zeros((len(refs), widths.shape[1], cfg.image_size, cfg.image_size), np.uint8)
+    side = np.zeros((len(refs), widths.shape[1], g), np.float32)
+    with Originals() as files:
+        for i, ref in enumerate(refs):
+            lines = image_strokes(files.open(ref), cfg)
+            for j, pen in enumerate(widths[i]):
+                out[i, j], s = preprocess_image_side(render_strokes(lines, pen), cfg)
+                if s is not None:
+                    side[i, j] = s
+    return out, side
 
 
 def pen_widths(n_images: int, k: int, seed: int, pens: tuple[float, float] = (10.0, 32.0)) -> np.ndarray:
@@ -299,6 +305,8 @@ def stroke_dataset(ds, cfg: DataConfig, pens, progress: Optional[Progress] = Non
     from ..config import to_dict
     from .cache import cache_key, load_cached, prep_options, save_cached
     from .dataset import CharDataset
+    from .geometry import side_dim
+    from .sources import chunks, map_chunks
 
     if ds.paths is None:
         from ..errors import DataError
@@ -317,8 +325,11 @@ def stroke_dataset(ds, cfg: DataConfig, pens, progress: Optional[Progress] = Non
         cached.labels, cached.classes = labels, list(ds.classes)
         return cached
     cfg_dict = to_dict(cfg)
-    jobs = [(ref, cfg_dict, tuple(widths[i])) for i, ref in enumerate(ds.paths)]
-    out, side = _map(jobs, progress)  # N×K×S×S, N×K×G
+    bounds = chunks(n)
+    parts = map_chunks(_render_chunk, [(ds.paths[a:b], cfg_dict, widths[a:b]) for a, b in bounds],
+                       [b - a for a, b in bounds], progress, "drawing strokes")
+    out = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k, cfg.image_size, cfg.image_size), np.uint8)  # N×K×S×S
+    side = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k, side_dim(cfg.side_inputs)), np.float32)  # N×K×G
     s = out.shape[-1]
     rep = lambda xs: [x for x in xs for _ in range(k)] if xs is not None else None  # noqa: E731
     res = CharDataset(images=torch.from_numpy(out.reshape(n * k, 1, s, s)), labels=labels, classes=list(ds.classes),
@@ -328,28 +339,6 @@ def stroke_dataset(ds, cfg: DataConfig, pens, progress: Optional[Progress] = Non
         res.info["side"] = torch.from_numpy(np.ascontiguousarray(side.reshape(n * k, -1)))  # (N·K)×G
     save_cached(key, res)
     return res
-
-
-def _map(jobs: list, progress: Optional[Progress]) -> tuple[np.ndarray, np.ndarray]:
-    """Render the jobs over a small process pool (thinning is CPU-bound Python + numpy)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from .sources import n_workers
-
-    workers = min(n_workers(), max(1, len(jobs) // 64))
-    results = []
-    if workers <= 1:
-        for i, job in enumerate(jobs):
-            results.append(_render_one(job))
-            if progress:
-                progress(i + 1, len(jobs), "drawing strokes")
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for i, r in enumerate(pool.map(_render_one, jobs, chunksize=16)):
-                results.append(r)
-                if progress:
-                    progress(i + 1, len(jobs), "drawing strokes")
-    return np.stack([r[0] for r in results]), np.stack([r[1] for r in results])  # N×K×S×S, N×K×G
 
 
 def with_strokes(train, full, index: np.ndarray, cfg: DataConfig, progress: Optional[Progress] = None):

@@ -25,12 +25,13 @@ from torch import nn
 
 from ..checkpoint import ensemble_size, load_checkpoint, read_checkpoint_dict
 from ..config import ModelConfig, TrainConfig, from_dict, to_dict
+from ..cpu import set_cpu_threads
 from ..errors import CheckpointError, DataError
 from ..optim import make_optimizer, make_scheduler
 from ..runs import DONE, STOPPED, RunDir
 from . import distributed
 from .callbacks import Checkpointing, EarlyStopping, ModelEMA, StopRequest, TimeBudget
-from .loop import EpochBatches, cpu_cores, evaluate, on_device, train_one_epoch
+from .loop import EpochBatches, evaluate, on_device, train_one_epoch
 from .state import TrainState, stream_seed
 
 Progress = Callable[[int, int, str], None]
@@ -368,26 +369,6 @@ def _lookalikes(model: nn.Module, r: _Run) -> dict:
     m = evaluate(model, *r.val, len(r.classes), batch_size=EVAL_BATCH, device=r.device, return_probs=True, side=r.val_side,
                  channels_last=r.channels_last, bf16=r.config.bf16)
     return learn(m["probs"].float().numpy(), r.val[1].cpu().numpy(), r.classes).to_dict()
-
-
-def set_cpu_threads(world_size: int = 1) -> int:
-    """All cores (split across DDP ranks) on a quiet machine, ONE thread when other
-    processes keep the cores busy: measured on the 2-core sandbox at load ~10, LeNet trained
-    at 1,770 img/s on 1 thread and 54 img/s on 2, because OpenMP's spinning workers wait on
-    a descheduled partner at every op. OMP_NUM_THREADS, when set, wins."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    cores = cpu_cores()
-    threads = max(1, cores // world_size)
-    try:
-        others = os.getloadavg()[0] - torch.get_num_threads() * world_size  # load not caused by us
-    except OSError:
-        others = 0.0
-    if threads > 1 and others >= 0.5 * cores:
-        threads = 1
-    if threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
-    return threads
 
 
 def init_model_config(path: str | os.PathLike) -> ModelConfig:

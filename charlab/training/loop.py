@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cpu import cpu_cores
 from ..data.dataset import to_float
 from ..errors import CharlabError
 from ..metrics import macro_f1
@@ -122,11 +123,6 @@ def _augment_on_one_thread(x: torch.Tensor, augment_cfg, generator: Optional[tor
     from ..augment import augment_batch
 
     return augment_batch(to_float(x), augment_cfg, generator)  # uint8 -> float32 N×1×H×W, augmented
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def spare_a_thread(model: nn.Module, batch: torch.Tensor, augment_cfg, channels_last: bool = False) -> bool:

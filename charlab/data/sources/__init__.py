@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 from ...config import DataConfig
 from .._registry import SOURCES, Progress
 from .base import Counts, Option, Source, check_split, kinds, prefixes, resolve
-from .pool import decode_image_bytes, map_chunks, n_workers, preprocess_arrays, read_image
+from .pool import Originals, chunks, decode_image_bytes, map_chunks, n_workers, preprocess_arrays, read_image
 # importing each kind's module registers it (the sidebar orders kinds by their `menu`)
 from . import synthetic as _synthetic  # noqa: E402,F401
 from .files import FileSource, list_source, layout, open_image, sibling_test  # noqa: E402
@@ -101,5 +101,5 @@ def check_source(source: str, test_source: str | None = None, side_inputs: str |
 
 __all__ = ["check_source", "SOURCES", "Counts", "Option", "Source", "check_split", "check_test_source", "kinds", "prefixes",
            "resolve", "load_source", "load_test_source", "source_counts", "open_image", "read_idx", "read_image",
-           "decode_image_bytes", "map_chunks", "n_workers", "preprocess_arrays", "sibling_test", "list_source",
+           "decode_image_bytes", "Originals", "chunks", "map_chunks", "n_workers", "preprocess_arrays", "sibling_test", "list_source",
            "layout", "FileSource", "IdxSource", "CsvSource"]

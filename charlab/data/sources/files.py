@@ -23,7 +23,7 @@ from .._registry import SOURCES, Progress
 from ..cache import file_stamp
 from ..classes import chars74k_class_name, natural_key, sort_classes
 from .base import Counts, Option, PathSource
-from .pool import build_dataset, decode_files, read_image
+from .pool import Originals, build_dataset, decode_files
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -355,18 +355,5 @@ class FileSource(PathSource):
 def open_image(ref: str) -> "Image.Image":
     """Open an original image by the reference stored in CharDataset.paths (a file or `x.zip!/entry`),
     upright (EXIF orientation applied) and within the pixel limit, like every image charlab decodes."""
-    from PIL import Image
-
-    zip_path, sep, entry = ref.partition("!/")
-    try:
-        if sep:
-            with zipfile.ZipFile(zip_path) as zf:
-                data = zf.read(entry)
-        else:
-            with open(ref, "rb") as f:
-                data = f.read()
-        return read_image(data)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(f"cannot open image {ref}: too large, a possible decompression bomb ({e})") from None
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot open image {ref}: {e}") from None
+    with Originals() as files:
+        return files.open(ref)

@@ -1,10 +1,10 @@
 """Decoding many images in a pool of processes, and the one way charlab opens an image.
 
 PNG decoding is ~6 ms per 1200×900 Chars74K image and cannot be skipped (Pillow's draft()
-does nothing for PNG), so big sets are decoded by worker processes. Workers open a zip once
-each and read entries straight from it; nothing is ever extracted to disk. Every image charlab
-reads, in a pool or one at a time (`open_image` for predict), goes through `read_image`: the
-pixel-count check and EXIF orientation happen in that one place.
+does nothing for PNG), so big sets are decoded by worker processes. Each job opens a zip once
+(`Originals`) and reads entries straight from it; nothing is ever extracted to disk. Every image
+charlab reads, in a pool or one at a time (`open_image` for predict), goes through `read_image`:
+the pixel-count check and EXIF orientation happen in that one place.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ...config import DataConfig
+from ...errors import DataError
 from .._registry import Progress
 from ..dataset import content_hash
 from ..geometry import side_dim
@@ -88,18 +89,47 @@ def skip_reason(e: BaseException) -> str:
     return f"cannot decode image: {type(e).__name__}{': ' + msg if msg else ''}"
 
 
-_ZIPS: dict[tuple[int, str], zipfile.ZipFile] = {}  # per worker process: each opens a zip once
+class Originals:
+    """Reads original image files by the references CharDataset.paths stores (a file, or
+    `x.zip!/entry`), opening each zip once: parsing a 3,410-entry zip's directory cost more than
+    thinning the image read from it. A context manager: the zips close on exit. One per worker
+    job, never shared between processes (a forked child would share the parent's file offset)."""
 
+    def __init__(self):
+        self._zips: dict[str, zipfile.ZipFile] = {}
 
-def _read_bytes(kind: str, root: str, rel: str) -> bytes:
-    if kind == "zip":
-        key = (os.getpid(), root)
-        zf = _ZIPS.get(key)
-        if zf is None:
-            zf = _ZIPS[key] = zipfile.ZipFile(root)
-        return zf.read(rel)
-    with open(os.path.join(root, rel), "rb") as f:
-        return f.read()
+    def entry(self, archive: str, name: str) -> bytes:
+        z = self._zips.get(archive)
+        if z is None:
+            z = self._zips[archive] = zipfile.ZipFile(archive)
+        return z.read(name)
+
+    def read(self, ref: str) -> bytes:
+        archive, sep, name = ref.partition("!/")
+        if sep:
+            return self.entry(archive, name)
+        with open(ref, "rb") as f:
+            return f.read()
+
+    def open(self, ref: str) -> Image.Image:
+        """The image at `ref` through read_image; anything unreadable is a DataError naming the file."""
+        try:
+            return read_image(self.read(ref))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DataError(f"cannot open image {ref}: too large, a possible decompression bomb ({e})") from None
+        except (OSError, KeyError, zipfile.BadZipFile, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot open image {ref}: {e}") from None
+
+    def close(self) -> None:
+        for z in self._zips.values():
+            z.close()
+        self._zips.clear()
+
+    def __enter__(self) -> "Originals":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _decode_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]], list[str], np.ndarray]:
@@ -110,15 +140,16 @@ def _decode_chunk(job: tuple) -> tuple[np.ndarray, list[tuple[int, str]], list[s
     out = np.zeros((len(rels), cfg.image_size, cfg.image_size), np.uint8)
     side = np.zeros((len(rels), side_dim(cfg.side_inputs)), np.float32)  # n×G
     failed, hashes = [], [""] * len(rels)
-    for i, rel in enumerate(rels):
-        try:
-            data = _read_bytes(kind, root, rel)
-            hashes[i] = content_hash(data)
-            out[i], s = decode_image_side(data, cfg)
-            if s is not None:
-                side[i] = s
-        except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files; each is one skip
-            failed.append((i, skip_reason(e)))
+    with Originals() as files:
+        for i, rel in enumerate(rels):
+            try:
+                data = files.entry(root, rel) if kind == "zip" else files.read(os.path.join(root, rel))
+                hashes[i] = content_hash(data)
+                out[i], s = decode_image_side(data, cfg)
+                if s is not None:
+                    side[i] = s
+            except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files; each is one skip
+                failed.append((i, skip_reason(e)))
     return out, failed, hashes, side
 
 
@@ -162,7 +193,7 @@ def map_chunks(fn: Callable, jobs: Sequence[tuple], sizes: Sequence[int], progre
     return results
 
 
-def _chunks(n: int, min_size: int = 16, max_size: int = 512) -> list[tuple[int, int]]:
+def chunks(n: int, min_size: int = 16, max_size: int = 512) -> list[tuple[int, int]]:
     size = int(np.clip(n // (n_workers() * _CHUNK_TARGET * 2) or 1, min_size, max_size))
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -171,11 +202,9 @@ def decode_files(kind: str, root, rels: Sequence[str], cfg: DataConfig, progress
                  message: str) -> tuple[np.ndarray, list[tuple[int, str]], list[str], np.ndarray]:
     """Decode files of a folder or zip -> (uint8 n×S×S, [(index, reason)] of the failed ones,
     content hash of each file's bytes, float32 n×G side vectors (G = 0 when off))."""
-    bounds = _chunks(len(rels))
+    bounds = chunks(len(rels))
     jobs = [(kind, str(root), list(rels[a:b]), cfg) for a, b in bounds]
     results = map_chunks(_decode_chunk, jobs, [b - a for a, b in bounds], progress, message)
-    for key in [k for k in _ZIPS if k[0] == os.getpid()]:  # decoded in this process: do not keep the zip open
-        _ZIPS.pop(key).close()
     images = np.concatenate([r[0] for r in results]) if results else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
     failed = [(a + i, reason) for (a, _), r in zip(bounds, results) for i, reason in r[1]]
     g = side_dim(cfg.side_inputs)
@@ -187,7 +216,7 @@ def preprocess_arrays(arrays: np.ndarray, cfg: DataConfig, progress: Progress | 
                       message: str) -> tuple[np.ndarray, list[str]]:
     """Raw n×h×w uint8 (CSV rows, idx images) -> (preprocessed n×S×S, content hash of each raw array),
     in the pool when large."""
-    bounds = _chunks(len(arrays), 256, 4096)
+    bounds = chunks(len(arrays), 256, 4096)
     results = map_chunks(_preprocess_chunk, [(arrays[a:b], cfg) for a, b in bounds], [b - a for a, b in bounds],
                          progress, message)
     hashes = [h for r in results for h in r[2]]
